@@ -1,0 +1,521 @@
+"""Contrastive losses as pure functions of (embeddings, labels).
+
+Every loss follows the SupCon calling convention, so :class:`SINCERELoss` is a drop-in
+replacement for a ``SupConLoss``::
+
+    loss_fn = SINCERELoss(temperature=0.1)
+    loss = loss_fn(features, labels)      # features: (batch, n_views, dim) or (N, dim)
+
+``features`` holds L2-normalised embeddings; the views of one image are positives for each other.
+``labels`` has shape (batch,) or is None (self-supervised: every image is its own class).
+With s_ij = z_i . z_j / tau, P_t the other samples with t's label and N_t the samples with another
+label (Feeney & Hughes, Sec. 3.2):
+
+* SINCERE (Eq. 12):  mean_t mean_{p in P_t} softplus(LSE_{n in N_t} s_tn - s_tp)
+* SupCon (Khosla's L_out, Eq. 3): the same, but the denominator sums over every i != t
+* InfoNCE / SimCLR (Eq. 2): SINCERE with one class per image
+* eps-SupInfoNCE (Barbano et al. 2023): e^{s_tp - eps} in place of e^{s_tp} in the denominator
+* H-SCL / H-UCL (Jiang et al.): the negative sum replaced by |N_t| times its e^{beta s}-tilted mean
+
+Anchors without a positive are left out of the mean; a batch in which no anchor has a positive
+gives a zero loss that still backpropagates. Every loss computes in fp32 (also under autocast and
+for fp16/bf16 input) and returns an fp32 scalar; fp64 input is computed and returned in fp64.
+
+Speed. SINCERE, InfoNCE, eps-SupInfoNCE and the hard-negative losses share one autograd Function
+(:class:`_NegativeContrast`) with the closed-form backward of the softplus form; SupCon has its own
+(:class:`_SupConFunction`). Each builds the n x n similarity matrix once, turns it in place into
+the exponentials the backward needs, and allocates one n x n gradient in backward: beyond the
+matmul floor (z @ z.T forward and backward) they do a handful of elementwise passes and no n x n
+masks (positives are gathered per class). Both are first-order only (no double backward).
+
+This module imports nothing but torch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "SINCERELoss",
+    "SupConLoss",
+    "InfoNCELoss",
+    "EpsSupInfoNCELoss",
+    "HardNegativeSINCERELoss",
+    "HardNegativeInfoNCELoss",
+    "LOSSES",
+    "build_loss",
+]
+
+_NEG_INF = float("-inf")
+
+
+# --------------------------------------------------------------------------------------------
+# Input handling
+# --------------------------------------------------------------------------------------------
+
+
+class _Batch:
+    """A validated batch: flat fp32 embeddings and compact class ids.
+
+    Attributes:
+        z: (N, D) fp32 embeddings, N = batch * n_views, view-major (row v * batch + b).
+        classes: (N,) int64 class index in [0, n_classes).
+        n_classes: number of distinct classes.
+        n_pos: (N,) int64, |P_t| = (size of t's class) - 1.
+        shape: (batch, n_views) for 3-D input, None for 2-D input.
+    """
+
+    __slots__ = ("z", "classes", "n_classes", "n_pos", "shape")
+
+    def __init__(self, z, classes, n_classes, n_pos, shape):
+        self.z, self.classes, self.n_classes, self.n_pos, self.shape = (
+            z, classes, n_classes, n_pos, shape)
+
+
+def _check_labels(labels, batch: int, device) -> Tensor:
+    if not isinstance(labels, Tensor):
+        labels = torch.as_tensor(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise ValueError(
+            f"labels must have shape (batch,) = ({batch},); got shape {tuple(labels.shape)}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(
+            f"labels must be an integer tensor of class indices; got dtype {labels.dtype}. "
+            "Convert them with labels.long() if they hold whole numbers.")
+    if labels.shape[0] != batch:
+        raise ValueError(
+            f"labels has {labels.shape[0]} entries but features has {batch} images "
+            "(features is (batch, n_views, dim) or (N, dim); labels must be (batch,))")
+    return labels.to(device=device, dtype=torch.long)
+
+
+def _prepare(features: Tensor, labels: Optional[Tensor], one_class_per_image: bool) -> _Batch:
+    """Validate the SupCon-convention inputs and flatten them to (N, D) and (N,)."""
+    if not isinstance(features, Tensor):
+        raise TypeError(f"features must be a torch.Tensor; got {type(features).__name__}")
+    if not features.dtype.is_floating_point:
+        raise ValueError(
+            f"features must be a floating-point tensor of embeddings; got dtype {features.dtype}")
+    if features.ndim == 3:
+        batch, n_views, dim = features.shape
+        z = features.transpose(0, 1).reshape(n_views * batch, dim)
+        shape = (batch, n_views)
+    elif features.ndim == 2:
+        batch, dim = features.shape
+        n_views, z, shape = 1, features, None
+    else:
+        raise ValueError(
+            "features must have shape (batch, n_views, dim) or (N, dim); "
+            f"got shape {tuple(features.shape)}")
+    if batch == 0 or n_views == 0 or dim == 0:
+        raise ValueError(f"features is empty: shape {tuple(features.shape)}")
+    if z.dtype != torch.float64:        # fp16/bf16/fp32 compute in fp32; fp64 stays fp64
+        z = z.float()
+    device = z.device
+
+    if labels is not None:
+        labels = _check_labels(labels, batch, device)
+    if one_class_per_image or labels is None:
+        if n_views == 1:
+            raise ValueError(
+                "with one view per image and no labels no sample has a positive: pass "
+                "features of shape (batch, n_views >= 2, dim) or give labels")
+        per_image = torch.arange(batch, device=device)
+        classes = per_image.repeat(n_views)
+        n_classes = batch
+        n_pos = torch.full((z.shape[0],), n_views - 1, device=device, dtype=torch.long)
+    else:
+        _, image_class, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+        classes = image_class.repeat(n_views)
+        n_classes = counts.numel()
+        n_pos = (counts * n_views - 1)[classes]
+    return _Batch(z, classes, n_classes, n_pos, shape)
+
+
+def _check_temperature(temperature: float) -> float:
+    temperature = float(temperature)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be a positive finite number; got {temperature}")
+    return temperature
+
+
+def _reduce(per_anchor: Tensor, batch: _Batch, reduction: str) -> Tensor:
+    """Mean over anchors that have a positive, or per-anchor values shaped like the input."""
+    if reduction == "mean":
+        n_valid = (batch.n_pos > 0).sum().clamp_min(1)
+        return per_anchor.sum() / n_valid
+    if batch.shape is None:
+        return per_anchor
+    n_images, n_views = batch.shape
+    return per_anchor.view(n_views, n_images).t()
+
+
+def _no_autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Autograd functions with closed-form backward passes
+# --------------------------------------------------------------------------------------------
+
+
+def _class_blocks(classes: Tensor, n_classes: int) -> list[tuple[Tensor, Tensor]]:
+    """Group samples by class for the positive pairs, classes bucketed by size.
+
+    Returns a list of ``(members, valid)``, one per bucket: ``members`` (classes in bucket, width)
+    holds each class's sample indices, padded with its first member; ``valid`` marks the real
+    entries. Classes of sizes in [2^k, 2^(k+1)) share a bucket, so padding wastes less than half of
+    each block however imbalanced the batch; the positive pairs of a bucket then are one ``bmm``.
+    """
+    counts = torch.bincount(classes, minlength=n_classes)
+    order = torch.argsort(classes, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    present = counts > 0
+    bucket = torch.zeros_like(counts)
+    bucket[present] = torch.floor(torch.log2(counts[present].double())).long()
+    blocks = []
+    for b in torch.unique(bucket[present]).tolist():
+        members_of = torch.nonzero(present & (bucket == b)).squeeze(1)
+        size = counts[members_of]
+        width = int(size.max())
+        col = torch.arange(width, device=classes.device)
+        valid = col[None, :] < size[:, None]
+        first = starts[members_of][:, None]
+        blocks.append((order[torch.where(valid, first + col[None, :], first)], valid))
+    return blocks
+
+
+class _NegativeContrast(torch.autograd.Function):
+    """Per-anchor loss  (1/|P_t|) sum_{p in P_t} [softplus(M_t - s_tp + eps) - eps]  where M_t is
+    the log of the (possibly tilted) negative mass
+
+        M_t = log sum_{n in N_t} e^{s_tn}                                     (beta = 0)
+        M_t = log |N_t| + log sum_n e^{(1+beta) s_tn} - log sum_n e^{beta s_tn}  (beta != 0)
+
+    With eps = beta = 0 this is SINCERE's anchor term (Feeney & Hughes, Eq. 12); eps gives
+    Barbano's eps-SupInfoNCE; beta gives Jiang et al.'s hard-negative tilt with weights
+    w_tn = e^{beta s_tn}. Returns zeros for anchors without a positive.
+
+    Backward (x_tp = M_t - s_tp + eps, sigma the logistic function, g_t the upstream gradient,
+    w_t = g_t / |P_t|):
+        dL/ds_tp = -w_t sigma(x_tp)                                    for p in P_t
+        dL/ds_tn = c_t dM_t/ds_tn,  c_t = w_t sum_p sigma(x_tp)         for n in N_t
+        dM_t/ds_tn = (1+beta) softmax_n((1+beta) s_t)_n - beta softmax_n(beta s_t)_n
+    (detached weights: dM_t/ds_tn = softmax_n((1+beta) s_t)_n), and dL/dz = (G + G^T) z / tau.
+    For beta = 0 the negative gradient is c_t e^{s_tn - M_t}: Eq. 13 of the paper.
+
+    The negatives live in the n x n similarity matrix, turned in place into the exponentials; its
+    per-row scale is folded into the two backward matmuls, so no n x n gradient is formed (except
+    for beta != 0 with differentiated weights). The positives are per-class blocks (bmm), so no
+    n x n mask either: extra memory is O(sum over classes of size^2).
+    """
+
+    @staticmethod
+    def forward(ctx, z, classes, n_classes, inv_temperature, eps, beta, detach_weights):
+        n = z.shape[0]
+        blocks = _class_blocks(classes, n_classes)
+        n_pos = torch.bincount(classes, minlength=n_classes)[classes] - 1
+
+        sim = torch.mm(z * inv_temperature, z.t())
+        for members, _ in blocks:                                  # drop same-class pairs
+            sim.index_put_((members[:, :, None], members[:, None, :]),
+                           sim.new_tensor(_NEG_INF))
+        row_max = sim.amax(dim=1)                                  # largest negative, per row
+        row_max.masked_fill_(row_max == _NEG_INF, 0.0)            # rows without negatives
+        shifted = sim.sub_(row_max[:, None])                       # s_tn - m_t, -inf elsewhere
+        tilted = None
+        if beta != 0.0:
+            tilted = torch.mul(shifted, beta).exp_()               # e^{beta (s - m)}
+            shifted.mul_(1.0 + beta)
+        expo = shifted.exp_()                                      # e^{(1+beta)(s - m)}
+        mass = expo.sum(dim=1)
+        log_mass = row_max + mass.log()                            # -inf without negatives
+        tilted_mass = None
+        if tilted is not None:
+            tilted_mass = tilted.sum(dim=1)
+            n_neg = n - 1 - n_pos
+            log_mass = log_mass + torch.where(
+                n_neg > 0, n_neg.to(z.dtype).log() - tilted_mass.log(), 0.0)
+
+        per_anchor = torch.zeros(n, device=z.device, dtype=z.dtype)
+        margins = []
+        for members, valid in blocks:
+            zb = z[members]                                        # (classes, width, dim)
+            x = log_mass[members][:, :, None] - torch.bmm(zb, zb.transpose(1, 2)) * inv_temperature
+            if eps != 0.0:
+                x += eps
+            pair_loss = F.softplus(x)
+            if eps != 0.0:
+                pair_loss -= eps
+            pair_loss.masked_fill_(~_pairs(valid), 0.0)
+            per_anchor.index_add_(0, members.flatten(), pair_loss.sum(dim=2).flatten())
+            margins.append(x)
+        per_anchor /= n_pos.clamp_min(1).to(z.dtype)
+
+        ctx.save_for_backward(z, expo, mass, tilted, tilted_mass, n_pos)
+        ctx.blocks, ctx.margins = blocks, margins
+        ctx.inv_temperature, ctx.beta, ctx.detach_weights = inv_temperature, beta, detach_weights
+        return per_anchor
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_per_anchor):
+        z, expo, mass, tilted, tilted_mass, n_pos = ctx.saved_tensors
+        beta = ctx.beta
+        weight = grad_per_anchor / n_pos.clamp_min(1).to(z.dtype)         # w_t
+        grad_z = torch.zeros_like(z)
+        pull = torch.zeros_like(weight)                                   # c_t
+        for (members, valid), x in zip(ctx.blocks, ctx.margins):
+            pos_grad = torch.sigmoid(x).masked_fill_(~_pairs(valid), 0.0)
+            pos_grad.mul_(weight[members][:, :, None])                    # -dL/ds_tp
+            pull.index_add_(0, members.flatten(), pos_grad.sum(dim=2).flatten())
+            zb = z[members]
+            both = torch.bmm(pos_grad + pos_grad.transpose(1, 2), zb)     # (P + P^T) z, blockwise
+            grad_z.index_add_(0, members.flatten(), both.flatten(0, 1), alpha=-1.0)
+
+        has_neg = mass > 0
+        scale = torch.where(has_neg, pull / mass.clamp_min(1e-38), 0.0)
+        if tilted is None or ctx.detach_weights:
+            # G = diag(scale) E:  G z = scale * (E z),  G^T z = E^T (scale * z)
+            grad_z.addcmul_(scale[:, None], torch.mm(expo, z))
+            grad_z.add_(torch.mm(expo.t(), scale[:, None] * z))
+        else:
+            tilt_scale = torch.where(has_neg, pull * beta / tilted_mass.clamp_min(1e-38), 0.0)
+            grad_sim = expo * (scale * (1.0 + beta))[:, None]
+            grad_sim.sub_(tilted * tilt_scale[:, None])
+            grad_z.add_(torch.mm(grad_sim, z)).add_(torch.mm(grad_sim.t(), z))
+        return grad_z.mul_(ctx.inv_temperature), None, None, None, None, None, None
+
+
+def _pairs(valid: Tensor) -> Tensor:
+    """(classes, width) member mask -> (classes, width, width) mask of distinct real pairs."""
+    pairs = valid[:, :, None] & valid[:, None, :]
+    pairs.diagonal(dim1=1, dim2=2).fill_(False)
+    return pairs
+
+
+class _SupConFunction(torch.autograd.Function):
+    """Per-anchor SupCon L_out (Khosla et al.; Feeney & Hughes, Eq. 3):
+
+        L_t = LSE_{i != t} s_ti - (1/|P_t|) sum_{p in P_t} s_tp
+
+    The positive sum is linear in s, so it is computed from class sums of embeddings in O(N D):
+    sum_{p in P_t} z_p = C_{y_t} - z_t. Backward (g_t upstream, w_t = g_t / |P_t|):
+        dL/ds_ti = g_t softmax_{i != t}(s_t)_i - w_t [i in P_t]        (Eq. 14 of the paper)
+    whose positive part contributes -(w_t (C_{y_t} - z_t) + (W_{y_t} - w_t z_t)) / tau to dL/dz_t,
+    with W_c = sum_{t in c} w_t z_t.
+    """
+
+    @staticmethod
+    def forward(ctx, z, classes, n_pos, n_classes, inv_temperature):
+        n, dim = z.shape
+        sim = torch.mm(z * inv_temperature, z.t())
+        sim.diagonal().fill_(_NEG_INF)
+        row_max = sim.amax(dim=1)
+        row_max.masked_fill_(row_max == _NEG_INF, 0.0)            # a batch of one sample
+        expo = sim.sub_(row_max[:, None]).exp_()
+        mass = expo.sum(dim=1)
+        log_mass = row_max + mass.log()
+
+        class_sum = torch.zeros(n_classes, dim, device=z.device, dtype=z.dtype)
+        class_sum.index_add_(0, classes, z)
+        partners = class_sum[classes] - z                           # sum_{p in P_t} z_p
+        pos_sum = (z * partners).sum(dim=1) * inv_temperature
+        has_pos = n_pos > 0
+        per_anchor = torch.where(
+            has_pos, log_mass - pos_sum / n_pos.clamp_min(1).to(z.dtype), 0.0)
+
+        ctx.save_for_backward(z, expo, mass, partners, classes, n_pos)
+        ctx.inv_temperature, ctx.n_classes = inv_temperature, n_classes
+        return per_anchor
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_per_anchor):
+        z, expo, mass, partners, classes, n_pos = ctx.saved_tensors
+        inv_t = ctx.inv_temperature
+        grad = torch.where(n_pos > 0, grad_per_anchor, 0.0)
+        weight = grad / n_pos.clamp_min(1).to(z.dtype)
+        scale = grad / mass.clamp_min(1e-38)
+        # G = diag(scale) E:  G z = scale * (E z),  G^T z = E^T (scale * z)
+        grad_z = torch.mm(expo, z).mul_(scale[:, None]).add_(torch.mm(expo.t(), scale[:, None] * z))
+
+        weighted = weight[:, None] * z
+        weighted_class_sum = torch.zeros(ctx.n_classes, z.shape[1], device=z.device, dtype=z.dtype)
+        weighted_class_sum.index_add_(0, classes, weighted)
+        grad_z.sub_(weight[:, None] * partners).sub_(weighted_class_sum[classes] - weighted)
+        return grad_z.mul_(inv_t), None, None, None, None
+
+
+# --------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------
+
+
+class _ContrastiveLoss(nn.Module):
+    """Shared constructor, validation and reduction. Subclasses implement ``_per_anchor``."""
+
+    one_class_per_image = False
+
+    def __init__(self, temperature: float = 0.1, reduction: str = "mean"):
+        super().__init__()
+        self.temperature = _check_temperature(temperature)
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"reduction must be 'mean' or 'none'; got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(self, features: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """Loss of a batch.
+
+        Args:
+            features: (batch, n_views, dim) or (N, dim) L2-normalised embeddings, any float dtype.
+            labels: (batch,) integer class labels, or None for self-supervised (each image is its
+                own class).
+
+        Returns:
+            fp32 scalar (reduction='mean'), or per-anchor losses of shape (batch, n_views) or (N,)
+            (reduction='none'; 0 for anchors without a positive).
+        """
+        batch = _prepare(features, labels, self.one_class_per_image)
+        with _no_autocast(batch.z.device):
+            per_anchor = self._per_anchor(batch)
+        return _reduce(per_anchor, batch, self.reduction)
+
+    def _per_anchor(self, batch: _Batch) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, reduction={self.reduction!r}"
+
+
+class SINCERELoss(_ContrastiveLoss):
+    """SINCERE, Supervised InfoNCE REvisited (Feeney & Hughes, Eq. 12).
+
+    For anchor t and each partner p of its class, -log(e^{s_tp} / (e^{s_tp} + sum_{n in N_t}
+    e^{s_tn})), averaged over partners, then over anchors. Other members of t's class never enter
+    the denominator, so same-class samples never repel (Eq. 13).
+    """
+
+    def _per_anchor(self, batch):
+        return _NegativeContrast.apply(
+            batch.z, batch.classes, batch.n_classes, 1.0 / self.temperature, 0.0, 0.0, False)
+
+
+class InfoNCELoss(SINCERELoss):
+    """InfoNCE / NT-Xent as in SimCLR (Feeney & Hughes, Eq. 2): SINCERE with one class per image.
+
+    Self-supervised: ``labels`` are accepted for a uniform call signature and ignored.
+    """
+
+    one_class_per_image = True
+
+
+class SupConLoss(_ContrastiveLoss):
+    """SupCon, Khosla et al.'s L_out (Feeney & Hughes, Eq. 3), every sample an anchor, no
+    base-temperature rescaling. Its denominator sums over every i != t, so other members of t's
+    class act as noise and can be pushed away (Eq. 14)."""
+
+    def _per_anchor(self, batch):
+        return _SupConFunction.apply(
+            batch.z, batch.classes, batch.n_pos, batch.n_classes, 1.0 / self.temperature)
+
+
+class EpsSupInfoNCELoss(_ContrastiveLoss):
+    """eps-SupInfoNCE (Barbano et al. 2023) in SINCERE's averaging:
+
+        -log(e^{s_tp} / (e^{s_tp - eps} + sum_{n in N_t} e^{s_tn}))
+          = softplus(LSE_n s_tn - s_tp + eps) - eps
+
+    eps = 0 is SINCERE. The loss is bounded below by -eps rather than 0.
+    """
+
+    def __init__(self, temperature: float = 0.1, eps: float = 0.0, reduction: str = "mean"):
+        super().__init__(temperature, reduction)
+        self.eps = float(eps)
+        if not math.isfinite(self.eps):
+            raise ValueError(f"eps must be finite; got {eps}")
+
+    def _per_anchor(self, batch):
+        return _NegativeContrast.apply(
+            batch.z, batch.classes, batch.n_classes, 1.0 / self.temperature, self.eps, 0.0, False)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", eps={self.eps}"
+
+
+class HardNegativeSINCERELoss(_ContrastiveLoss):
+    """H-SCL (Jiang, Nguyen, Ishwar & Aeron): SINCERE with negatives drawn from the class-
+    conditional noise distribution tilted by the hardening weights w_tn = e^{beta s_tn}:
+
+        sum_{n in N_t} e^{s_tn}  ->  |N_t| sum_n w_tn e^{s_tn} / sum_n w_tn
+
+    computed in log space. beta = 0 is SINCERE exactly. ``detach_weights`` treats w as constants
+    in the gradient (importance weights) instead of differentiating through them.
+    """
+
+    def __init__(self, temperature: float = 0.1, beta: float = 1.0,
+                 detach_weights: bool = False, reduction: str = "mean"):
+        super().__init__(temperature, reduction)
+        self.beta = float(beta)
+        if not math.isfinite(self.beta):
+            raise ValueError(f"beta must be finite; got {beta}")
+        self.detach_weights = bool(detach_weights)
+
+    def _per_anchor(self, batch):
+        return _NegativeContrast.apply(
+            batch.z, batch.classes, batch.n_classes, 1.0 / self.temperature, 0.0, self.beta,
+            self.detach_weights)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", beta={self.beta}, detach_weights={self.detach_weights}"
+
+
+class HardNegativeInfoNCELoss(HardNegativeSINCERELoss):
+    """H-UCL (Jiang et al.): InfoNCE with the hardening tilt on its negatives (all other images).
+
+    Self-supervised: ``labels`` are accepted for a uniform call signature and ignored.
+    """
+
+    one_class_per_image = True
+
+
+# --------------------------------------------------------------------------------------------
+# Factory
+# --------------------------------------------------------------------------------------------
+
+LOSSES: dict[str, type[_ContrastiveLoss]] = {
+    "sincere": SINCERELoss,
+    "supcon": SupConLoss,
+    "infonce": InfoNCELoss,
+    "simclr": InfoNCELoss,
+    "eps-supinfonce": EpsSupInfoNCELoss,
+    "hscl": HardNegativeSINCERELoss,
+    "hucl": HardNegativeInfoNCELoss,
+}
+
+
+def build_loss(name: str, **kwargs) -> nn.Module:
+    """Build a loss by its name: one of ``LOSSES`` (case-insensitive, '_' and '-' alike).
+
+    >>> build_loss("sincere", temperature=0.1)
+    SINCERELoss(temperature=0.1, reduction='mean')
+    """
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
+    cls = LOSSES[key]
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for loss {key!r}; valid: {', '.join(valid)}")
+    return cls(**kwargs)

@@ -1,0 +1,437 @@
+"""The loss library against slow references written from the papers' equations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sincere import (
+    LOSSES,
+    EpsSupInfoNCELoss,
+    HardNegativeInfoNCELoss,
+    HardNegativeSINCERELoss,
+    InfoNCELoss,
+    SINCERELoss,
+    SupConLoss,
+    build_loss,
+)
+from tests.reference import anchor_terms, eq13_gradient, eq14_gradient, reference_loss
+
+TAU = 0.1
+
+# (name, n_images, n_views, labels) -- labels None means self-supervised (one class per image).
+STRUCTURES = {
+    "2 views, 3 classes": (10, 2, [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]),
+    "1 view, 4 classes": (12, 1, [0, 1, 2, 3] * 3),
+    "3 views, 2 classes": (6, 3, [0, 1, 1, 0, 1, 0]),
+    "2 views, many classes": (9, 2, list(range(9))),
+    "2 views, one class": (6, 2, [5] * 6),
+    "1 view, imbalanced": (14, 1, [0] * 9 + [1] * 3 + [2, 3]),
+    "2 views, imbalanced": (11, 2, [7] * 7 + [3] * 3 + [9]),
+    "2 views, no labels": (8, 2, None),
+}
+
+# (module factory, reference kwargs, self-supervised?)
+LOSS_CASES = {
+    "sincere": (lambda: SINCERELoss(TAU), {}, False),
+    "supcon": (lambda: SupConLoss(TAU), {"kind": "supcon"}, False),
+    "infonce": (lambda: InfoNCELoss(TAU), {}, True),
+    "eps-supinfonce": (lambda: EpsSupInfoNCELoss(TAU, eps=0.5), {"eps": 0.5}, False),
+    "hscl beta=1": (lambda: HardNegativeSINCERELoss(TAU, beta=1.0), {"beta": 1.0}, False),
+    "hscl beta=2 detached": (lambda: HardNegativeSINCERELoss(TAU, beta=2.0, detach_weights=True),
+                             {"beta": 2.0, "detach_weights": True}, False),
+    "hscl beta=0": (lambda: HardNegativeSINCERELoss(TAU, beta=0.0), {}, False),
+    "hucl beta=1": (lambda: HardNegativeInfoNCELoss(TAU, beta=1.0), {"beta": 1.0}, True),
+}
+
+
+def embeddings(n_images, n_views, dim=8, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n_images, n_views, dim, generator=g, dtype=dtype)
+    return F.normalize(z, dim=-1)
+
+
+def flat(features, labels):
+    """(batch, views, dim) -> (N, dim) and per-sample labels, in the same order as the library."""
+    n_images, n_views, _ = features.shape
+    base = list(range(n_images)) if labels is None else list(labels)
+    return features.transpose(0, 1).reshape(-1, features.shape[-1]), base * n_views
+
+
+def call_args(n_images, n_views, labels, seed=0, dtype=torch.float64):
+    features = embeddings(n_images, n_views, seed=seed, dtype=dtype)
+    if n_views == 1:
+        features = features[:, 0]
+    tensor_labels = None if labels is None else torch.tensor(labels)
+    return features, tensor_labels
+
+
+def reference_for(features, labels, ref_kwargs, self_supervised):
+    f3 = features if features.ndim == 3 else features[:, None]
+    z, flat_labels = flat(f3, None if self_supervised else labels)
+    return z, flat_labels, ref_kwargs
+
+
+@pytest.mark.parametrize("structure", STRUCTURES)
+@pytest.mark.parametrize("case", LOSS_CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_equation_reference(case, structure, dtype):
+    make, ref_kwargs, self_supervised = LOSS_CASES[case]
+    n_images, n_views, labels = STRUCTURES[structure]
+    if n_views == 1 and (labels is None or self_supervised):
+        pytest.skip("one view without labels has no positives (an error, tested separately)")
+    features, tensor_labels = call_args(n_images, n_views, labels, seed=len(structure))
+    features = features.to(dtype).requires_grad_()
+    loss = make()(features, tensor_labels)
+
+    ref_features = features.detach().double().requires_grad_()
+    f3 = ref_features if ref_features.ndim == 3 else ref_features[:, None]
+    z, flat_labels = flat(f3, None if self_supervised else labels)
+    expected = reference_loss(z, flat_labels, TAU, **ref_kwargs)
+
+    expected.backward()
+    loss.backward()
+    rtol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert loss.dtype == dtype
+    torch.testing.assert_close(loss.double(), expected.detach(), rtol=rtol, atol=rtol)
+    grad, ref_grad = features.grad.double(), ref_features.grad
+    atol = max(rtol * float(ref_grad.abs().max()), 1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("case", LOSS_CASES)
+def test_per_anchor_values(case):
+    make, ref_kwargs, self_supervised = LOSS_CASES[case]
+    features, labels = call_args(7, 2, [0, 0, 1, 1, 1, 2, 3], seed=3)
+    loss_fn = make()
+    loss_fn.reduction = "none"
+    per_anchor = loss_fn(features, labels)
+    assert per_anchor.shape == (7, 2)
+    z, flat_labels = flat(features, None if self_supervised else labels.tolist())
+    terms, valid = anchor_terms(z, flat_labels, TAU, **ref_kwargs)
+    expected = torch.where(valid, terms, 0.0).view(2, 7).t()
+    torch.testing.assert_close(per_anchor, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", LOSS_CASES)
+def test_gradcheck_closed_form_backward(case):
+    """Finite differences against the closed-form backward passes, in float64."""
+    make, ref_kwargs, _ = LOSS_CASES[case]
+    if ref_kwargs.get("detach_weights"):
+        pytest.skip("detached weights make the gradient differ from the derivative by design")
+    features, labels = call_args(6, 2, [0, 1, 0, 2, 1, 0], seed=1)
+    loss_fn = make()
+    loss_fn.reduction = "none"  # exercises arbitrary upstream gradients
+    features.requires_grad_()
+    assert torch.autograd.gradcheck(lambda f: loss_fn(f, labels), (features,), eps=1e-6, atol=1e-7)
+
+
+def test_eq13_sincere_anchor_gradient():
+    """Autograd of one anchor's SINCERE term w.r.t. z_t equals the paper's Eq. 13."""
+    features, labels = call_args(12, 1, [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 3], seed=4)
+    z = features.requires_grad_()
+    per_anchor = SINCERELoss(TAU, reduction="none")(z, labels)
+    for t in range(len(labels)):
+        (grad,) = torch.autograd.grad(per_anchor[t], z, retain_graph=True)
+        if labels[t] == 3:  # no positive: no term, no gradient
+            assert torch.all(grad == 0)
+            continue
+        expected = eq13_gradient(z.detach(), labels.tolist(), TAU, t)
+        torch.testing.assert_close(grad[t], expected, rtol=1e-10, atol=1e-10)
+
+
+def test_eq14_supcon_anchor_gradient():
+    """Autograd of one anchor's SupCon term w.r.t. z_t equals Eq. 14 (Khosla et al.)."""
+    features, labels = call_args(12, 1, [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0, 3], seed=5)
+    z = features.requires_grad_()
+    per_anchor = SupConLoss(TAU, reduction="none")(z, labels)
+    for t in range(len(labels)):
+        if labels[t] == 3:
+            continue
+        (grad,) = torch.autograd.grad(per_anchor[t], z, retain_graph=True)
+        expected = eq14_gradient(z.detach(), labels.tolist(), TAU, t)
+        torch.testing.assert_close(grad[t], expected, rtol=1e-10, atol=1e-10)
+
+
+def partner_coefficients(loss_fn, z, labels, t):
+    """Recover the scalars multiplying each z_j in d L(z_t) / d z_t from autograd.
+
+    With linearly independent embeddings (dim >= N) the gradient sum_j c_j z_j determines c."""
+    z = z.clone().requires_grad_()
+    per_anchor = loss_fn(z, labels)
+    (grad,) = torch.autograd.grad(per_anchor[t], z)
+    others = [j for j in range(len(labels)) if j != t]
+    basis = z.detach()[others].T  # (dim, N - 1)
+    coef = torch.linalg.lstsq(basis, grad[t][:, None]).solution[:, 0]
+    assert torch.allclose(basis @ coef, grad[t], atol=1e-10)
+    return dict(zip(others, coef.tolist()))
+
+
+def test_figure1_supcon_repels_same_class_sincere_never_does():
+    """The paper's Fig. 1: t, p, q, r share a class, n1..n4 are noise. q sits next to t, so under
+    SupCon q takes more than 1/|P_t| of t's softmax and its coefficient in Eq. 14 turns positive:
+    gradient descent moves t away from q. SINCERE's coefficients stay in [-1, 0] (Eq. 13)."""
+    g = torch.Generator().manual_seed(0)
+    dim, n = 16, 8
+    base = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    t_dir = base[0]
+    z = base.clone()
+    z[2] = t_dir + 0.05 * base[2]            # q: nearly the same as t
+    z[1] = -t_dir + 0.5 * base[1]            # p: far from t
+    z[3] = base[3]                            # r: unrelated
+    z = F.normalize(z, dim=1)
+    labels = torch.tensor([0, 0, 0, 0, 1, 2, 1, 2])   # t, p, q, r | noise
+    t, same = 0, [1, 2, 3]
+    n_pos = len(same)
+
+    supcon = partner_coefficients(SupConLoss(TAU, reduction="none"), z, labels, t)
+    sincere = partner_coefficients(SINCERELoss(TAU, reduction="none"), z, labels, t)
+    # Eq. 14: c_p = (softmax_p - 1/|P_t|) / tau; Eq. 13: c_p = (softmax_p - 1) / (tau |P_t|)
+    supcon_scaled = {j: supcon[j] * TAU for j in same}
+    sincere_scaled = {j: sincere[j] * TAU * n_pos for j in same}
+    assert supcon_scaled[2] > 0.2, "SupCon should push t away from its same-class neighbour q"
+    assert all(-1 / n_pos <= c <= 1 - 1 / n_pos for c in supcon_scaled.values())
+    assert all(-1 <= c <= 0 for c in sincere_scaled.values()), sincere_scaled
+    # Noise samples get positive coefficients (repulsion) under both losses.
+    assert all(supcon[j] > 0 and sincere[j] > 0 for j in range(4, 8))
+
+
+def test_sincere_never_repels_same_class_on_random_batches():
+    """Over random batches every SINCERE coefficient on a same-class partner is in [-1, 0]."""
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.randint(0, 3, (10,), generator=g)
+        z = F.normalize(torch.randn(10, 12, generator=g, dtype=torch.float64), dim=1)
+        for t in range(10):
+            same = [j for j in range(10) if j != t and labels[j] == labels[t]]
+            if not same:
+                continue
+            coef = partner_coefficients(SINCERELoss(TAU, reduction="none"), z, labels, t)
+            for j in same:
+                assert -1 - 1e-9 <= coef[j] * TAU * len(same) <= 1e-9
+
+
+def test_sincere_is_at_most_supcon():
+    for seed in range(30):
+        g = torch.Generator().manual_seed(seed)
+        n_images = int(torch.randint(2, 40, (1,), generator=g))
+        n_views = int(torch.randint(1, 4, (1,), generator=g))
+        n_classes = int(torch.randint(1, 6, (1,), generator=g))
+        tau = float(torch.empty(1).uniform_(0.01, 1.0, generator=g))
+        labels = torch.randint(0, n_classes, (n_images,), generator=g)
+        features = F.normalize(torch.randn(n_images, n_views, 16, generator=g), dim=-1)
+        if n_views == 1:
+            features = features[:, 0]
+        sincere = SINCERELoss(tau, reduction="none")(features, labels)
+        supcon = SupConLoss(tau, reduction="none")(features, labels)
+        assert torch.all(sincere <= supcon + 1e-5), (seed, (sincere - supcon).max())
+        assert SINCERELoss(tau)(features, labels) <= SupConLoss(tau)(features, labels) + 1e-5
+
+
+def test_infonce_is_sincere_with_image_labels():
+    features = embeddings(16, 2, dim=32, dtype=torch.float32)
+    labels = torch.randint(0, 3, (16,))
+    expected = SINCERELoss(TAU)(features, torch.arange(16))
+    assert torch.equal(InfoNCELoss(TAU)(features), expected)
+    assert torch.equal(InfoNCELoss(TAU)(features, labels), expected)  # labels ignored
+    assert torch.equal(SINCERELoss(TAU)(features), expected)          # labels=None
+    assert torch.equal(build_loss("simclr")(features), expected)
+
+
+def test_hscl_beta_zero_is_sincere_exactly():
+    features = embeddings(32, 2, dim=16, dtype=torch.float32, seed=2)
+    labels = torch.randint(0, 4, (32,))
+    a = features.clone().requires_grad_()
+    b = features.clone().requires_grad_()
+    hscl = HardNegativeSINCERELoss(TAU, beta=0.0)(a, labels)
+    sincere = SINCERELoss(TAU)(b, labels)
+    hscl.backward()
+    sincere.backward()
+    assert torch.equal(hscl, sincere)
+    assert torch.equal(a.grad, b.grad)
+
+
+def test_eps_zero_is_sincere_and_eps_lowers_bound():
+    features = embeddings(20, 2, dim=16, dtype=torch.float32, seed=6)
+    labels = torch.randint(0, 4, (20,))
+    assert torch.equal(EpsSupInfoNCELoss(TAU, eps=0.0)(features, labels),
+                       SINCERELoss(TAU)(features, labels))
+    # Removing all negatives leaves -log(e^s / e^{s - eps}) = -eps.
+    one_class = torch.zeros(20, dtype=torch.long)
+    assert EpsSupInfoNCELoss(TAU, eps=0.3)(features, one_class).item() == pytest.approx(-0.3)
+
+
+def test_initial_values_match_table1_explanation():
+    """At initialisation the embeddings are nearly collapsed (all similarities ~ equal), target
+    and noise are not separable, and the losses sit at their uninformed values (Sec. 4.1):
+    SupCon ~ log(n - 1), SINCERE ~ mean_t log(1 + |N_t|). The paper's Table 1 reports 6.93 and
+    6.82 for CIFAR-10 (512 images x 2 views, 10 classes)."""
+    g = torch.Generator().manual_seed(0)
+    n_images, n_classes = 512, 10
+    labels = torch.arange(n_images) % n_classes
+    direction = F.normalize(torch.randn(128, generator=g), dim=0)
+    features = F.normalize(direction + 1e-3 * torch.randn(n_images, 2, 128, generator=g), dim=-1)
+    n = 2 * n_images
+    n_neg = n - 2 * (n_images // n_classes)
+    supcon = SupConLoss(TAU)(features, labels).item()
+    sincere = SINCERELoss(TAU)(features, labels).item()
+    assert supcon == pytest.approx(math.log(n - 1), abs=1e-3)
+    assert sincere == pytest.approx(math.log(1 + n_neg), abs=1e-3)
+    # The paper's CIFAR-10 first-epoch values (Table 1), quoted from the paper.
+    assert supcon == pytest.approx(6.93, abs=0.01)
+    assert sincere == pytest.approx(6.82, abs=0.02)
+
+
+def test_matches_pytorch_metric_learning_supcon():
+    """An independent third-party implementation of SupCon (pytorch-metric-learning)."""
+    pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
+    for seed, (n_images, n_views, n_classes) in enumerate([(64, 2, 10), (50, 1, 7), (20, 3, 4)]):
+        g = torch.Generator().manual_seed(seed)
+        features = F.normalize(torch.randn(n_images, n_views, 32, generator=g), dim=-1)
+        labels = torch.randint(0, n_classes, (n_images,), generator=g)
+        ours_in = features.clone().requires_grad_()
+        pml_in = features.clone().requires_grad_()
+        ours = SupConLoss(TAU)(ours_in, labels)
+        z, flat_labels = flat(pml_in, labels.tolist())
+        theirs = pml_losses.SupConLoss(temperature=TAU)(z, torch.tensor(flat_labels))
+        ours.backward()
+        theirs.backward()
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+        # pytorch-metric-learning normalises the embeddings itself, so its gradient is ours
+        # projected onto the tangent space of the sphere: g - (g . z) z.
+        tangent = ours_in.grad - (ours_in.grad * features).sum(-1, keepdim=True) * features
+        torch.testing.assert_close(tangent, pml_in.grad, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numerics, dtypes, degenerate batches
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sincere", "supcon", "infonce", "eps-supinfonce", "hscl",
+                                  "hucl"])
+@pytest.mark.parametrize("tau", [0.01, 0.05, 1.0])
+def test_finite_for_small_temperatures_and_extreme_geometry(name, tau):
+    g = torch.Generator().manual_seed(0)
+    d = F.normalize(torch.randn(64, generator=g), dim=0)
+    cases = {
+        "collapsed": d.expand(16, 2, 64).clone(),
+        "antipodal": torch.stack([d, -d]).repeat(8, 1).view(8, 2, 64),
+        "random": F.normalize(torch.randn(16, 2, 64, generator=g), dim=-1),
+        "classes collapsed, apart": torch.cat([d.expand(8, 2, 64), -d.expand(8, 2, 64)]),
+    }
+    for case, features in cases.items():
+        labels = torch.arange(features.shape[0]) % 2
+        x = features.clone().requires_grad_()
+        loss = build_loss(name, temperature=tau)(x, labels)
+        loss.backward()
+        assert torch.isfinite(loss), (case, loss)
+        assert torch.isfinite(x.grad).all(), case
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["sincere", "supcon", "hscl"])
+def test_half_precision_input_gives_fp32_loss(dtype, name):
+    features = embeddings(32, 2, dim=32, dtype=torch.float32).to(dtype).requires_grad_()
+    labels = torch.randint(0, 4, (32,))
+    loss = build_loss(name)(features, labels)
+    assert loss.dtype == torch.float32
+    expected = build_loss(name)(features.detach().float(), labels)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert features.grad.dtype == dtype and torch.isfinite(features.grad.float()).all()
+
+
+def test_autocast_computes_in_fp32():
+    features = embeddings(32, 2, dim=32, dtype=torch.float32)
+    labels = torch.randint(0, 4, (32,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = SINCERELoss()(features, labels)
+    assert loss.dtype == torch.float32
+    assert torch.equal(loss, SINCERELoss()(features, labels))
+
+
+@pytest.mark.parametrize("name", ["sincere", "supcon", "eps-supinfonce", "hscl"])
+def test_batch_without_positives_gives_zero_that_backpropagates(name):
+    features = embeddings(6, 1, dtype=torch.float32)[:, 0].requires_grad_()
+    loss = build_loss(name)(features, torch.arange(6))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(features.grad, torch.zeros_like(features))
+
+
+def test_anchors_without_positives_are_left_out_of_the_mean():
+    features = embeddings(5, 1, dtype=torch.float64)[:, 0]
+    labels = torch.tensor([0, 0, 1, 2, 3])        # only anchors 0 and 1 have a positive
+    per_anchor = SINCERELoss(reduction="none")(features, labels)
+    assert torch.all(per_anchor[2:] == 0)
+    assert SINCERELoss()(features, labels) == pytest.approx(per_anchor[:2].mean().item())
+
+
+def test_one_class_sincere_is_zero_supcon_is_not():
+    features = embeddings(8, 2, dtype=torch.float32)
+    labels = torch.zeros(8, dtype=torch.long)
+    assert SINCERELoss()(features, labels).item() == 0.0   # no noise: -log(e^s / e^s)
+    assert SupConLoss()(features, labels).item() > math.log(16 - 1) - 1 / TAU
+
+
+def test_labels_may_live_on_another_device_dtype_or_shape():
+    features = embeddings(8, 2, dtype=torch.float32)
+    labels = [0, 1, 0, 1, 2, 2, 0, 1]
+    expected = SINCERELoss()(features, torch.tensor(labels))
+    assert torch.equal(SINCERELoss()(features, labels), expected)
+    assert torch.equal(SINCERELoss()(features, torch.tensor(labels, dtype=torch.int32)), expected)
+    assert torch.equal(SINCERELoss()(features, torch.tensor(labels)[:, None]), expected)
+    # Label values are only compared for equality.
+    assert torch.equal(SINCERELoss()(features, torch.tensor(labels) * 1000 - 7), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("features, labels, message", [
+    (torch.randn(8), None, "shape"),
+    (torch.randn(2, 4, 2, 8), None, "shape"),
+    (torch.randn(0, 2, 8), None, "empty"),
+    (torch.randint(0, 3, (4, 2, 8)), None, "floating"),
+    (torch.randn(4, 2, 8), torch.zeros(5, dtype=torch.long), "4 images"),
+    (torch.randn(4, 8), torch.zeros(3, dtype=torch.long), "4 images"),
+    (torch.randn(4, 2, 8), torch.zeros(4), "integer"),
+    (torch.randn(4, 2, 8), torch.zeros(4, 2, dtype=torch.long), "shape"),
+    (torch.randn(4, 8), None, "positive"),
+])
+def test_bad_input_is_a_clear_error(features, labels, message):
+    with pytest.raises(ValueError, match=message):
+        SINCERELoss()(features, labels)
+
+
+@pytest.mark.parametrize("tau", [0.0, -0.1, float("nan"), float("inf")])
+def test_bad_temperature(tau):
+    for cls in (SINCERELoss, SupConLoss, InfoNCELoss):
+        with pytest.raises(ValueError, match="temperature"):
+            cls(temperature=tau)
+
+
+def test_factory():
+    assert set(LOSSES) == {"sincere", "supcon", "infonce", "simclr", "eps-supinfonce", "hscl",
+                           "hucl"}
+    assert isinstance(build_loss("SINCERE"), SINCERELoss)
+    assert isinstance(build_loss("eps_supinfonce", eps=0.1), EpsSupInfoNCELoss)
+    hscl = build_loss("hscl", beta=2.0, detach_weights=True, temperature=0.2)
+    assert (hscl.beta, hscl.detach_weights, hscl.temperature) == (2.0, True, 0.2)
+    assert isinstance(build_loss("hucl"), HardNegativeInfoNCELoss)
+    with pytest.raises(ValueError, match="choose one of"):
+        build_loss("triplet")
+    with pytest.raises(ValueError, match="unknown option.*beta.*valid: temperature"):
+        build_loss("sincere", beta=1.0)
+    with pytest.raises(ValueError, match="reduction"):
+        build_loss("supcon", reduction="sum")
+
+
+def test_default_temperature_is_the_papers():
+    assert SINCERELoss().temperature == 0.1 == SupConLoss().temperature
