@@ -265,13 +265,11 @@ class _NegativeContrast(torch.autograd.Function):
         margins = []
         for (members, valid), pos_sim in zip(blocks, pos_sims):
             x = torch.sub((log_mass + eps)[members][:, :, None], pos_sim)   # M_t + eps - s_tp
-            pairs = _pairs(valid)
-            pair_loss = _softplus(x)
-            if eps != 0.0:
-                pair_loss.sub_(eps)
-            pair_loss.masked_fill_(~pairs, 0.0)
-            per_anchor.index_add_(0, members.flatten(), pair_loss.sum(dim=2).flatten())
-            margins.append((x, pairs))
+            x.masked_fill_(~_pairs(valid), _NEG_INF)       # softplus and sigmoid give 0 there
+            per_anchor.index_add_(0, members.flatten(), _softplus(x).sum(dim=2).flatten())
+            margins.append(x)
+        if eps != 0.0:
+            per_anchor -= eps * n_pos.to(z.dtype)
         per_anchor /= n_pos.clamp_min(1).to(z.dtype)
 
         ctx.save_for_backward(z, expo, mass, tilted, tilted_mass, n_pos)
@@ -287,9 +285,8 @@ class _NegativeContrast(torch.autograd.Function):
         weight = grad_per_anchor / n_pos.clamp_min(1).to(z.dtype)         # w_t
         grad_z = torch.zeros_like(z)
         pull = torch.zeros_like(weight)                                   # c_t
-        for (members, _), (x, pairs) in zip(ctx.blocks, ctx.margins):
-            pos_grad = torch.sigmoid(x).masked_fill_(~pairs, 0.0)
-            pos_grad.mul_(weight[members][:, :, None])                    # -dL/ds_tp
+        for (members, _), x in zip(ctx.blocks, ctx.margins):
+            pos_grad = torch.sigmoid(x).mul_(weight[members][:, :, None])  # -dL/ds_tp
             pull.index_add_(0, members.flatten(), pos_grad.sum(dim=2).flatten())
             zb = z[members]
             both = torch.bmm(pos_grad + pos_grad.transpose(1, 2), zb)     # (P + P^T) z, blockwise
