@@ -168,41 +168,59 @@ def _no_autocast(device: torch.device):
 # --------------------------------------------------------------------------------------------
 
 
-def _class_blocks(classes: Tensor, n_classes: int) -> list[tuple[Tensor, Tensor]]:
-    """Group samples by class for the positive pairs, classes bucketed by size.
-
-    Returns a list of ``(members, valid)``, one per bucket: ``members`` (classes in bucket, width)
-    holds each class's sample indices, padded with its first member; ``valid`` marks the real
-    entries. A bucket takes classes whose sizes are within a factor 2 of its smallest, so padding
-    stays bounded however imbalanced the batch (a balanced batch is one bucket); the positive
-    pairs of a bucket are then one batched matmul.
-    """
-    counts = torch.bincount(classes, minlength=n_classes)
+def _class_members(classes: Tensor, counts: Tensor) -> Tensor:
+    """(n_classes, largest class size) table of each class's sample indices in increasing order,
+    padded with the class's first member."""
+    n = classes.shape[0]
     order = torch.argsort(classes, stable=True)
     starts = torch.cumsum(counts, 0) - counts
-    by_size = torch.argsort(counts)
-    sizes = counts[by_size].tolist()
-    blocks, lo = [], 0
-    while lo < len(sizes):
-        if sizes[lo] == 0:
-            lo += 1
-            continue
-        hi = lo
-        while hi < len(sizes) and sizes[hi] <= 2 * sizes[lo]:
-            hi += 1
-        members_of = by_size[lo:hi]
-        col = torch.arange(sizes[hi - 1], device=classes.device)
-        valid = col[None, :] < counts[members_of][:, None]
-        first = starts[members_of][:, None]
-        blocks.append((order[torch.where(valid, first + col[None, :], first)], valid))
-        lo = hi
-    return blocks
+    width = int(counts.max())
+    col = torch.arange(width, device=classes.device)
+    first = starts[:, None]
+    return order[torch.where(col[None, :] < counts[:, None], first + col[None, :], first)
+                 .clamp_max(n - 1)]
 
 
 def _softplus(x: Tensor) -> Tensor:
     """log(1 + e^x) = max(x, 0) + log(1 + e^{-|x|}); as accurate as F.softplus in fp32 and about
     2.5x faster on CPU, where log1p is not vectorised."""
     return x.clamp_min(0.0).add_(torch.exp(-x.abs()).add_(1.0).log_())
+
+
+def _negative_exponentials(z, inv_temperature, partner, beta, per_row_shift):
+    """Similarities of the positive cells, and exponentials of the negatives.
+
+    ``partner`` (n, width) lists each anchor's own-class columns (itself and padding included).
+    Returns (pos_sim (n, width), expo, log-shift per row, tilted or None). ``expo`` is the n x n
+    matrix e^{(1+beta)(s_tn - m_t)} on negatives and 0 on same-class cells (self included), with
+    m_t a per-row shift; ``tilted`` is e^{beta (s_tn - m_t)} when beta != 0.
+
+    Shift: by default one global bound m = max_j |z_j|^2 / tau >= s_tj for all t, j (Cauchy-
+    Schwarz), folded into the matmul, so nothing overflows and no max or subtraction pass over
+    the n x n matrix is needed. ``per_row_shift`` uses each row's largest negative instead, which
+    never underflows; the caller falls back to it when a row's negative mass underflows (only
+    possible at very low temperatures).
+    """
+    zs = z * inv_temperature
+    if per_row_shift:
+        sim = torch.mm(zs, z.t())
+    else:
+        shift = (z * z).sum(dim=1).max() * inv_temperature
+        sim = torch.addmm(-shift, zs, z.t())                  # s_tj - m
+    pos_sim = sim.gather(1, partner)
+    sim.scatter_(1, partner, _NEG_INF)                        # keep only negatives
+    if per_row_shift:
+        row_shift = sim.amax(dim=1)
+        row_shift.masked_fill_(row_shift == _NEG_INF, 0.0)    # rows without negatives
+        sim.sub_(row_shift[:, None])
+    else:
+        pos_sim += shift
+        row_shift = shift.expand(sim.shape[0])
+    tilted = None
+    if beta != 0.0:
+        tilted = torch.mul(sim, beta).exp_()
+        sim.mul_(1.0 + beta)
+    return pos_sim, sim.exp_(), row_shift, tilted
 
 
 class _NegativeContrast(torch.autograd.Function):
@@ -225,92 +243,82 @@ class _NegativeContrast(torch.autograd.Function):
     For beta = 0 the negative gradient is c_t e^{s_tn - M_t}: Eq. 13 of the paper.
 
     The negatives live in the n x n similarity matrix, turned in place into the exponentials; its
-    per-row scale is folded into the two backward matmuls, so no n x n gradient is formed (except
-    for beta != 0 with differentiated weights). The positives are per-class blocks (bmm), so no
-    n x n mask either: extra memory is O(sum over classes of size^2).
+    per-row scale is folded into the two backward matmuls, which also carry the positives (written
+    into the same-class cells, where the exponentials are 0), so no n x n gradient is formed
+    (except for beta != 0 with differentiated weights). Positives are an (n, largest class size)
+    array of each anchor's own-class cells: no n x n mask either.
     """
 
     @staticmethod
     def forward(ctx, z, classes, n_classes, inv_temperature, eps, beta, detach_weights):
         n = z.shape[0]
-        blocks = _class_blocks(classes, n_classes)
-        n_pos = torch.bincount(classes, minlength=n_classes)[classes] - 1
+        anchor = torch.arange(n, device=z.device)
+        counts = torch.bincount(classes, minlength=n_classes)
+        members = _class_members(classes, counts)
+        partner = members[classes]                                 # (n, width): own class
+        width = partner.shape[1]
+        n_pos = counts[classes] - 1
+        is_pair = torch.arange(width, device=z.device)[None, :] < counts[classes][:, None]
+        is_pair &= partner != anchor[:, None]
 
-        sim = torch.mm(z * inv_temperature, z.t())
-        flat_sim = sim.view(-1)
-        # Flat positions of every (anchor, partner) pair of each class block, self included.
-        cells = [(members[:, :, None] * n + members[:, None, :]).view(-1) for members, _ in blocks]
-        pos_sims = [flat_sim.index_select(0, c).view(m.shape[0], m.shape[1], m.shape[1])
-                    for c, (m, _) in zip(cells, blocks)]
-        for c in cells:                                            # keep only negatives
-            flat_sim.index_fill_(0, c, _NEG_INF)
-        row_max = sim.amax(dim=1)                                  # largest negative, per row
-        row_max.masked_fill_(row_max == _NEG_INF, 0.0)            # rows without negatives
-        shifted = sim.sub_(row_max[:, None])                       # s_tn - m_t, -inf elsewhere
-        tilted = None
-        if beta != 0.0:
-            tilted = torch.mul(shifted, beta).exp_()               # e^{beta (s - m)}
-            shifted.mul_(1.0 + beta)
-        expo = shifted.exp_()                                      # e^{(1+beta)(s - m)}
-        mass = expo.sum(dim=1)
-        log_mass = row_max + mass.log()                            # -inf without negatives
+        has_neg = n_pos < n - 1
+        tiny = torch.finfo(z.dtype).tiny / torch.finfo(z.dtype).eps
+        per_row = beta != 0.0
+        while True:
+            pos_sim, expo, row_shift, tilted = _negative_exponentials(
+                z, inv_temperature, partner, beta, per_row)
+            mass = expo.sum(dim=1)
+            if per_row or not bool(((mass < tiny) & has_neg).any()):
+                break
+            per_row = True                                         # underflow: exact shifts
+        log_mass = row_shift + mass.log()                          # -inf without negatives
         tilted_mass = None
         if tilted is not None:
             tilted_mass = tilted.sum(dim=1)
-            n_neg = n - 1 - n_pos
             log_mass = log_mass + torch.where(
-                n_neg > 0, n_neg.to(z.dtype).log() - tilted_mass.log(), 0.0)
+                has_neg, (n - 1 - n_pos).to(z.dtype).log() - tilted_mass.log(), 0.0)
 
-        per_anchor = torch.zeros(n, device=z.device, dtype=z.dtype)
-        margins = []
-        for (members, valid), pos_sim in zip(blocks, pos_sims):
-            x = torch.sub((log_mass + eps)[members][:, :, None], pos_sim)   # M_t + eps - s_tp
-            x.masked_fill_(~_pairs(valid), _NEG_INF)       # softplus and sigmoid give 0 there
-            per_anchor.index_add_(0, members.flatten(), _softplus(x).sum(dim=2).flatten())
-            margins.append(x)
+        x = torch.sub((log_mass + eps)[:, None], pos_sim, out=pos_sim)   # M_t + eps - s_tp
+        x.masked_fill_(~is_pair, _NEG_INF)                  # softplus and sigmoid give 0 there
+        per_anchor = _softplus(x).sum(dim=1)
         if eps != 0.0:
             per_anchor -= eps * n_pos.to(z.dtype)
         per_anchor /= n_pos.clamp_min(1).to(z.dtype)
 
-        ctx.save_for_backward(z, expo, mass, tilted, tilted_mass, n_pos)
-        ctx.blocks, ctx.margins = blocks, margins
+        ctx.save_for_backward(z, expo, mass, tilted, tilted_mass, n_pos, x, partner)
         ctx.inv_temperature, ctx.beta, ctx.detach_weights = inv_temperature, beta, detach_weights
         return per_anchor
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_per_anchor):
-        z, expo, mass, tilted, tilted_mass, n_pos = ctx.saved_tensors
-        beta = ctx.beta
+        z, expo, mass, tilted, tilted_mass, n_pos, x, partner = ctx.saved_tensors
+        beta, tiny = ctx.beta, torch.finfo(z.dtype).tiny
         weight = grad_per_anchor / n_pos.clamp_min(1).to(z.dtype)         # w_t
-        grad_z = torch.zeros_like(z)
-        pull = torch.zeros_like(weight)                                   # c_t
-        for (members, _), x in zip(ctx.blocks, ctx.margins):
-            pos_grad = torch.sigmoid(x).mul_(weight[members][:, :, None])  # -dL/ds_tp
-            pull.index_add_(0, members.flatten(), pos_grad.sum(dim=2).flatten())
-            zb = z[members]
-            both = torch.bmm(pos_grad + pos_grad.transpose(1, 2), zb)     # (P + P^T) z, blockwise
-            grad_z.index_add_(0, members.flatten(), both.flatten(0, 1), alpha=-1.0)
-
+        sig = torch.sigmoid(x)                                            # 0 off the pairs
+        sig_sum = sig.sum(dim=1)
+        pull = weight * sig_sum                                           # c_t
         has_neg = mass > 0
-        scale = torch.where(has_neg, pull / mass.clamp_min(1e-38), 0.0)
+        scale = torch.where(has_neg, pull / mass.clamp_min(tiny), 0.0)
         if tilted is None or ctx.detach_weights:
-            # G = diag(scale) E:  G z = scale * (E z),  G^T z = E^T (scale * z)
-            grad_z.addcmul_(scale[:, None], torch.mm(expo, z))
-            grad_z.add_(torch.mm(expo.t(), scale[:, None] * z))
+            # G = diag(scale) E' with E' = E plus the positives written into its same-class
+            # cells (exactly 0 in E) as -sigma_tp mass_t / sum_p sigma_tp, which the row scale
+            # turns into dL/ds_tp = -w_t sigma_tp. Then G z = scale * (E' z) and
+            # G^T z = E'^T (scale * z): the two matmuls carry positives and negatives alike.
+            # E is restored afterwards, bit for bit, for any later backward (retain_graph).
+            sig.div_(sig_sum.clamp_min(tiny)[:, None]).mul_(mass.neg()[:, None])  # ratio <= 1
+            buffer = expo.data                     # untracked: restored before returning
+            buffer.scatter_add_(1, partner, sig)
+            grad_z = torch.mm(buffer, z).mul_(scale[:, None])
+            grad_z.add_(torch.mm(buffer.t(), scale[:, None] * z))
+            buffer.scatter_(1, partner, 0.0)
         else:
-            tilt_scale = torch.where(has_neg, pull * beta / tilted_mass.clamp_min(1e-38), 0.0)
+            tilt_scale = torch.where(has_neg, pull * beta / tilted_mass.clamp_min(tiny), 0.0)
             grad_sim = expo * (scale * (1.0 + beta))[:, None]
             grad_sim.sub_(tilted * tilt_scale[:, None])
-            grad_z.add_(torch.mm(grad_sim, z)).add_(torch.mm(grad_sim.t(), z))
+            grad_sim.scatter_add_(1, partner, sig.mul_(weight[:, None]).neg_())
+            grad_z = torch.mm(grad_sim, z).add_(torch.mm(grad_sim.t(), z))
         return grad_z.mul_(ctx.inv_temperature), None, None, None, None, None, None
-
-
-def _pairs(valid: Tensor) -> Tensor:
-    """(classes, width) member mask -> (classes, width, width) mask of distinct real pairs."""
-    pairs = valid[:, :, None] & valid[:, None, :]
-    pairs.diagonal(dim1=1, dim2=2).fill_(False)
-    return pairs
 
 
 class _SupConFunction(torch.autograd.Function):

@@ -435,3 +435,42 @@ def test_factory():
 
 def test_default_temperature_is_the_papers():
     assert SINCERELoss().temperature == 0.1 == SupConLoss().temperature
+
+
+@pytest.mark.parametrize("name", ["sincere", "supcon", "eps-supinfonce", "hscl"])
+def test_second_backward_with_retained_graph_is_identical(name):
+    """The backward writes into and restores a saved buffer; a second pass must see it intact."""
+    features = embeddings(16, 2, dtype=torch.float32, seed=9).requires_grad_()
+    labels = torch.randint(0, 3, (16,))
+    loss = build_loss(name)(features, labels)
+    (first,) = torch.autograd.grad(loss, features, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, features)
+    assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("case", ["sincere", "eps-supinfonce", "infonce", "hscl beta=1"])
+def test_low_temperature_underflow_fallback_matches_reference(case):
+    """At tau = 0.01, random 256-d embeddings have cosines near 0, so every e^{s - max|z|^2/tau}
+    = e^{~-100} underflows in fp32 while the loss itself is far from saturated. The loss must
+    notice and use exact per-row shifts."""
+    make, ref_kwargs, self_supervised = LOSS_CASES[case]
+    tau = 0.01
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (12,), generator=g)
+    features = F.normalize(torch.randn(12, 2, 256, generator=g), dim=-1).requires_grad_()
+    z32 = features.detach().transpose(0, 1).reshape(24, 256)
+    sims = z32 @ z32.T / tau - 1 / tau
+    assert bool((sims.exp().sum(1) - sims.diagonal().exp() < torch.finfo(torch.float32).tiny).any())
+
+    loss_fn = make()
+    loss_fn.temperature = tau
+    loss = loss_fn(features, labels)
+    loss.backward()
+    ref_in = features.detach().double().requires_grad_()
+    z, flat_labels = flat(ref_in, None if self_supervised else labels.tolist())
+    expected = reference_loss(z, flat_labels, tau, **ref_kwargs)
+    expected.backward()
+    assert expected.item() > 1.0                              # far from saturated
+    torch.testing.assert_close(loss.double(), expected.detach(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(features.grad.double(), ref_in.grad, rtol=1e-4,
+                               atol=1e-5 * float(ref_in.grad.abs().max()))
