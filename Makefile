@@ -1,14 +1,28 @@
 # sincere — the user's front door. `make install` once, then `make test`.
+#
+#   make pretrain DATASET=cifar10 LOSS=sincere              the paper's setting (a GPU)
+#   make pretrain DATASET=fashion-mnist LOSS=supcon CONFIG=mini ARGS="epochs=2"
 PYTHON_BASE ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 
-.PHONY: install test bench-losses clean-venv help
+DATASET ?= cifar10
+LOSS    ?= sincere
+CONFIG  ?= paper
+ARGS    ?=
+CONFIG_FILE := configs/$(CONFIG)/$(subst -,_,$(DATASET)).yaml
+RUN_NAME    := $(DATASET)-$(LOSS)$(if $(filter paper,$(CONFIG)),,-$(CONFIG))
+FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: help install test pretrain data bench-losses clean-venv
 
 help:
 	@echo "make install       create .venv with everything (idempotent)"
 	@echo "make test          install if needed, then run the test suite"
+	@echo "make pretrain      DATASET=cifar10|cifar100|fashion-mnist LOSS=sincere|supcon|... "
+	@echo "                   CONFIG=paper|mini ARGS=\"key=value ...\" -> runs/$(RUN_NAME)/"
+	@echo "make data          install Fashion-MNIST (Debian package) into data/"
 	@echo "make bench-losses  loss forward+backward time and memory -> results/benchmarks/losses.md"
 
 install: $(STAMP)
@@ -21,6 +35,21 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: install
 	$(PY) -m pytest
+
+# Fashion-MNIST ships as a Debian package; install it when apt-get is usable (root), then copy
+# it into data/. Elsewhere the loader downloads it.
+data: install
+	@if [ ! -d $(FASHION_MNIST_DEB_DIR) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -q dataset-fashion-mnist || \
+		 (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)) >/dev/null; fi
+	@if [ -d $(FASHION_MNIST_DEB_DIR) ]; then \
+		$(PY) -c "from sincere.data import install_fashion_mnist as i; print('Fashion-MNIST in', i('data'))"; \
+	else echo "Debian's dataset-fashion-mnist is not installed: the loader will download Fashion-MNIST"; fi
+
+pretrain: install $(if $(filter fashion-mnist,$(DATASET)),data)
+	@test -f $(CONFIG_FILE) || { echo "no config $(CONFIG_FILE): CONFIG is paper or mini"; \
+		ls configs/*/*.yaml; exit 2; }
+	$(PY) scripts/pretrain.py $(CONFIG_FILE) loss=$(LOSS) name=$(RUN_NAME) $(ARGS)
 
 bench-losses: install
 	$(PY) scripts/bench_losses.py

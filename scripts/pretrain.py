@@ -1,0 +1,41 @@
+"""Contrastive pretraining from the command line.
+
+    python scripts/pretrain.py configs/paper/cifar10.yaml loss=sincere
+    python scripts/pretrain.py configs/mini/fashion_mnist.yaml loss=supcon epochs=2 resume=true
+
+Arguments after the config file are key=value overrides (see sincere/config.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sincere.checkpoint import CheckpointError  # noqa: E402
+from sincere.config import ConfigError, load_config  # noqa: E402
+from sincere.data import DataNotFoundError  # noqa: E402
+from sincere.pretrain import RunDirectoryError, pretrain  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="YAML config, e.g. configs/paper/cifar10.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=10")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        run_dir = pretrain(config, progress=not args.quiet)
+    except (ConfigError, DataNotFoundError, CheckpointError, RunDirectoryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

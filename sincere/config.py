@@ -1,0 +1,277 @@
+"""Experiment configuration: YAML files plus ``key=value`` overrides -> typed, validated dataclasses.
+
+A config file is read top to bottom like the dataclasses below; every hyperparameter lives here and
+nowhere else. Overrides use dotted paths for nested sections (``optim.lr=0.1``,
+``data.path=/images``) and bare names for top-level keys (``epochs=1``). Two shorthands read as
+you would expect: ``loss=supcon`` sets ``loss.name``; ``dataset=...`` is the top-level key.
+Values are parsed as YAML (``resume=true``, ``data.mean=[0.5,0.5,0.5]``) and checked against the
+field's type; unknown keys and wrong types are errors that name the key and list the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+DATASETS = ("cifar10", "cifar100", "fashion-mnist", "digits", "imagefolder")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says what to change."""
+
+
+@dataclass
+class AugmentConfig:
+    """SupCon's two-view augmentation (Khosla et al.; Feeney & Hughes Sec. 4.3)."""
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    flip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness..hue
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+
+
+@dataclass
+class DataConfig:
+    root: str = "data"                 # where datasets are downloaded / looked for
+    path: str = ""                     # imagefolder: folder with train/ and test/ (or val/)
+    image_size: int = 0                # 0: the dataset's native size
+    mean: Optional[list[float]] = None  # None: the dataset's (computed for imagefolder)
+    std: Optional[list[float]] = None
+    subset: int = 0                    # >0: a class-stratified random subset of the training set
+    test_subset: int = 0               # >0: the same for the test set (kNN monitor)
+    num_workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet50"             # resnet18 | resnet34 | resnet50 (CIFAR stem)
+    width: int = 64                    # channels of the first stage (64 = torchvision's)
+    proj_dim: int = 128                # projection head output, L2-normalised
+
+
+@dataclass
+class LossConfig:
+    name: str = "sincere"              # any name of sincere.losses.build_loss
+    temperature: float = 0.1
+    eps: float = 0.0                   # eps-supinfonce only
+    beta: float = 1.0                  # hscl / hucl only
+    detach_weights: bool = False       # hscl / hucl only
+
+    def kwargs(self) -> dict[str, Any]:
+        """The options the chosen loss takes."""
+        extra = {"eps-supinfonce": ("eps",), "hscl": ("beta", "detach_weights"),
+                 "hucl": ("beta", "detach_weights")}.get(self.name.replace("_", "-"), ())
+        return {"temperature": self.temperature, **{k: getattr(self, k) for k in extra}}
+
+
+@dataclass
+class OptimConfig:
+    """SGD with a per-step linear warm-up and cosine annealing (Feeney & Hughes Sec. 4.3)."""
+    lr: float = 0.5
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 10.0
+    warmup_from: float = 0.0005
+    lr_min: float = 0.0005
+
+
+@dataclass
+class PretrainConfig:
+    dataset: str = "cifar10"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int = 1000
+    batch_size: int = 512              # images per step; each gives n_views views
+    n_views: int = 2
+    max_steps: int = 0                 # >0: stop after this many steps (dry runs)
+    seed: int = 0
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True         # on CUDA
+    deterministic: bool = False        # torch.use_deterministic_algorithms, for exact resumes
+    threads: int = 0                   # >0: torch.set_num_threads on CPU
+    knn_every: int = 10                # epochs between kNN evaluations (0: never; last always)
+    knn_k: int = 20
+    checkpoint_every: int = 50         # epochs between kept epoch_XXXX.pt (last.pt every epoch)
+    resume: bool = False
+    run_dir: str = ""                  # default runs/<name>
+    name: str = ""                     # default <dataset>-<loss>
+
+
+SHORTHANDS = {"loss": "loss.name"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _valid_keys(cls, prefix: str = "") -> list[str]:
+    keys = []
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys += _valid_keys(tp, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted where lossless."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, e.g. {key}=[0.5,0.5,0.5]; got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key} must have {len(args)} entries; got {value!r}")
+            return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+        item = args[0] if args else Any
+        return [_coerce(v, item, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false; got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} must be an integer; got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number; got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string; got {value!r}")
+    return value
+
+
+def _build(cls, values: dict[str, Any], prefix: str = ""):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'the config'} must be a mapping of keys")
+    types_ = _field_types(cls)
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; valid keys: "
+            + ", ".join(_valid_keys(cls, prefix)))
+    kwargs = {}
+    for name, value in values.items():
+        tp = types_[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=true"]`` -> nested dict ``{"a": {"b": 1}, "c": True}`` (values as YAML)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. epochs=10)")
+        key, raw = item.split("=", 1)
+        key = SHORTHANDS.get(key.strip(), key.strip())
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"cannot parse the value of {key}: {raw!r} ({err})") from None
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part} is not a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
+                cls=PretrainConfig):
+    """Read a YAML config (or the defaults), apply overrides, validate, and return ``cls``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    values = _merge(values, parse_overrides(overrides or []))
+    config = _build(cls, values)
+    validate(config)
+    return config
+
+
+def validate(config) -> None:
+    """Checks across fields that types alone cannot express."""
+    if isinstance(config, PretrainConfig):
+        if config.dataset not in DATASETS:
+            raise ConfigError(f"dataset {config.dataset!r} unknown; choose one of {DATASETS}")
+        if config.dataset == "imagefolder" and not config.data.path:
+            raise ConfigError("dataset=imagefolder needs data.path=<folder with train/ and test/>")
+        from sincere.losses import LOSSES
+        if config.loss.name.replace("_", "-").lower() not in LOSSES:
+            raise ConfigError(f"loss {config.loss.name!r} unknown; choose one of {list(LOSSES)}")
+        if config.model.arch not in ("resnet18", "resnet34", "resnet50"):
+            raise ConfigError(f"model.arch {config.model.arch!r} unknown; choose resnet18, "
+                              "resnet34 or resnet50")
+        for key in ("epochs", "batch_size", "n_views", "model.width", "model.proj_dim"):
+            obj = config
+            for part in key.split("."):
+                obj = getattr(obj, part)
+            if obj < 1:
+                raise ConfigError(f"{key} must be at least 1; got {obj}")
+        if config.loss.temperature <= 0:
+            raise ConfigError(f"loss.temperature must be positive; got {config.loss.temperature}")
+
+
+def to_dict(config) -> dict[str, Any]:
+    """The resolved config as plain data (tuples as lists), for config.yaml in the run dir."""
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return plain(dataclasses.asdict(config))
+
+
+def dump_config(config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

@@ -1,0 +1,356 @@
+"""Datasets and SupCon's two-view augmentation.
+
+Datasets: CIFAR-10 and CIFAR-100 (read from CIFAR's own pickle batches; downloaded to ``data/``
+with torchvision's downloader on first use), Fashion-MNIST (``data/``, else Debian's
+``dataset-fashion-mnist`` package folder, else downloaded), scikit-learn's digits (bundled, for
+tests), and any folder of images in torchvision's ImageFolder layout.
+
+Every dataset yields ``(image, label)`` with a PIL image; :class:`MultiView` turns a transform into
+``n_views`` independent draws stacked as one (n_views, C, H, W) tensor.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+from torchvision import transforms as T
+
+from sincere.config import ConfigError, PretrainConfig
+
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+CIFAR = {
+    "cifar10": {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "archive": "cifar-10-python.tar.gz",
+        "md5": "c58f30108f718f92721af3b95e74349a",
+        "folder": "cifar-10-batches-py",
+        "train": [f"data_batch_{i}" for i in range(1, 6)],
+        "test": ["test_batch"],
+        "meta": ("batches.meta", "label_names"),
+        "labels": "labels",
+        "mean": (0.4914, 0.4822, 0.4465),
+        "std": (0.2023, 0.1994, 0.2010),
+    },
+    "cifar100": {
+        "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "archive": "cifar-100-python.tar.gz",
+        "md5": "eb9058c3a382ffc7106e4002c42a8d85",
+        "folder": "cifar-100-python",
+        "train": ["train"],
+        "test": ["test"],
+        "meta": ("meta", "fine_label_names"),
+        "labels": "fine_labels",
+        "mean": (0.5071, 0.4865, 0.4409),
+        "std": (0.2673, 0.2564, 0.2762),
+    },
+}
+FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset that is neither on disk nor downloadable; the message says where it looked."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------
+
+
+class ArrayImages(Dataset):
+    """Images held as a uint8 array (N, H, W) or (N, H, W, C), served as PIL images."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int], classes: list[str],
+                 transform: Optional[Callable] = None):
+        self.images = images
+        self.targets = [int(y) for y in labels]
+        self.classes = classes
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        image = Image.fromarray(self.images[index])
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.targets[index]
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except (OSError, pickle.UnpicklingError, EOFError) as err:
+        raise DataNotFoundError(f"{path} is not a readable CIFAR batch ({err}); delete it and "
+                                "let it download again, or put a good copy there") from None
+
+
+def _cifar_folder(name: str, root: Path, download: bool = True) -> Path:
+    spec = CIFAR[name]
+    folder = root / spec["folder"]
+    if folder.is_dir():
+        return folder
+    archive = root / spec["archive"]
+    from torchvision.datasets.utils import download_and_extract_archive, extract_archive
+    if archive.is_file():
+        extract_archive(str(archive), str(root))
+    elif not download:
+        raise DataNotFoundError(
+            f"{name} is not in {folder} (nor {archive}) and downloading is off. Download "
+            f"{spec['archive']} from {spec['url']} and put it in {root}/.")
+    else:
+        try:
+            download_and_extract_archive(spec["url"], str(root), filename=spec["archive"],
+                                         md5=spec["md5"])
+        except Exception as err:  # network errors come in many types
+            raise DataNotFoundError(
+                f"{name} is not in {folder} (nor {archive}) and could not be downloaded from "
+                f"{spec['url']} ({type(err).__name__}: {err}). Download {spec['archive']} "
+                f"yourself and put it in {root}/.") from None
+    if not folder.is_dir():
+        raise DataNotFoundError(f"{name}: {archive} did not contain {spec['folder']}/")
+    return folder
+
+
+def load_cifar(name: str, root: str | Path, train: bool, download: bool = True) -> ArrayImages:
+    """CIFAR-10 / CIFAR-100 from the python-pickle batches of the official archive."""
+    spec = CIFAR[name]
+    folder = _cifar_folder(name, Path(root), download)
+    images, labels = [], []
+    for batch in spec["train" if train else "test"]:
+        path = folder / batch
+        if not path.is_file():
+            raise DataNotFoundError(f"{path} is missing: the {name} folder {folder} is "
+                                    "incomplete; delete it to download again")
+        entry = _unpickle(path)
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(entry[spec["labels"]])
+    meta_file, meta_key = spec["meta"]
+    classes = list(_unpickle(folder / meta_file)[meta_key])
+    data = np.concatenate(images).transpose(0, 2, 3, 1).copy()   # NHWC for PIL
+    return ArrayImages(data, labels, classes)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _fashion_mnist_files(root: Path, download: bool) -> dict[str, Path]:
+    names = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+             "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+    candidates = [root / "FashionMNIST" / "raw", root / "fashion-mnist", FASHION_MNIST_SYSTEM_DIR]
+    for folder in candidates:
+        found = {}
+        for key, stem in names.items():
+            for suffix in ("", ".gz"):
+                if (folder / (stem + suffix)).is_file():
+                    found[key] = folder / (stem + suffix)
+                    break
+        if len(found) == len(names):
+            return found
+    if download:
+        from torchvision.datasets import FashionMNIST
+        try:
+            FashionMNIST(str(root), train=True, download=True)
+            return _fashion_mnist_files(root, download=False)
+        except Exception as err:
+            reason = f"{type(err).__name__}: {err}"
+    else:
+        reason = "download disabled"
+    raise DataNotFoundError(
+        "Fashion-MNIST not found; looked in " + ", ".join(str(c) for c in candidates)
+        + f", and downloading failed ({reason}). Install it with `make data` (Debian package "
+        "dataset-fashion-mnist) or put the four idx files in data/FashionMNIST/raw/.")
+
+
+def load_fashion_mnist(root: str | Path, train: bool, download: bool = True) -> ArrayImages:
+    files = _fashion_mnist_files(Path(root), download)
+    split = "train" if train else "test"
+    images = _read_idx(files[f"{split}_images"])
+    labels = _read_idx(files[f"{split}_labels"])
+    return ArrayImages(images.copy(), labels.tolist(), list(FASHION_MNIST_CLASSES))
+
+
+def load_digits(train: bool, seed: int = 0) -> ArrayImages:
+    """scikit-learn's 8x8 digits (1,797 images, 10 classes), a stratified 80/20 split."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+    bunch = sk_digits()
+    images = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)
+    idx_train, idx_test = train_test_split(np.arange(len(images)), test_size=0.2,
+                                           stratify=bunch.target, random_state=seed)
+    idx = idx_train if train else idx_test
+    return ArrayImages(images[idx], bunch.target[idx].tolist(), [str(d) for d in range(10)])
+
+
+def load_imagefolder(path: str | Path, train: bool):
+    from torchvision.datasets import ImageFolder
+    base = Path(path)
+    split = base / "train" if train else next(
+        (base / s for s in ("test", "val") if (base / s).is_dir()), base / "test")
+    if not split.is_dir():
+        raise DataNotFoundError(
+            f"{split} is not a folder: data.path must hold train/ and test/ (or val/) folders "
+            "with one sub-folder of images per class")
+    return ImageFolder(str(split))
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms
+# ---------------------------------------------------------------------------------------------
+
+
+class MultiView:
+    """Apply ``transform`` ``n_views`` times independently; stack to (n_views, C, H, W)."""
+
+    def __init__(self, transform: Callable, n_views: int = 2):
+        self.transform, self.n_views = transform, n_views
+
+    def __call__(self, image):
+        return torch.stack([self.transform(image) for _ in range(self.n_views)])
+
+    def __repr__(self):
+        return f"MultiView(n_views={self.n_views}, transform={self.transform})"
+
+
+def contrastive_transform(config: PretrainConfig, size: int, mean, std) -> T.Compose:
+    """SupCon's training augmentation: RandomResizedCrop(scale 0.2-1), horizontal flip,
+    ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale with p 0.2, normalisation."""
+    a = config.data.augment
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=tuple(a.crop_scale)),
+        T.RandomHorizontalFlip(a.flip_p),
+        T.RandomApply([T.ColorJitter(*a.jitter)], p=a.jitter_p),
+        T.RandomGrayscale(p=a.grayscale_p),
+        T.ToTensor(),
+        T.Normalize(mean, std),
+    ])
+
+
+def plain_transform(size: int, native: int, mean, std) -> T.Compose:
+    steps = [] if size == native else [T.Resize(size), T.CenterCrop(size)]
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything a run needs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataBundle:
+    train: Dataset          # two-view (n_views, C, H, W) tensors and labels
+    train_plain: Dataset    # one plain view per image (kNN memory bank)
+    test_plain: Dataset
+    classes: list[str]
+    in_channels: int
+    image_size: int
+    mean: tuple
+    std: tuple
+
+
+def _stratified(dataset, n: int, seed: int):
+    """A class-stratified random subset of ``n`` items (all of them if n <= 0 or too large)."""
+    if n <= 0 or n >= len(dataset):
+        return dataset
+    from sklearn.model_selection import train_test_split
+    targets = np.asarray(dataset.targets)
+    idx, _ = train_test_split(np.arange(len(targets)), train_size=n, stratify=targets,
+                              random_state=seed)
+    subset = Subset(dataset, np.sort(idx).tolist())
+    subset.targets = targets[np.sort(idx)].tolist()
+    subset.classes = dataset.classes
+    return subset
+
+
+def _with_transform(dataset, transform):
+    """A shallow copy of a dataset (or Subset) with another transform."""
+    import copy
+    if isinstance(dataset, Subset):
+        out = copy.copy(dataset)
+        out.dataset = _with_transform(dataset.dataset, transform)
+        return out
+    out = copy.copy(dataset)
+    out.transform = transform
+    return out
+
+
+def _image_stats(dataset, size: int, limit: int = 2000, seed: int = 0):
+    g = np.random.default_rng(seed)
+    idx = g.choice(len(dataset), size=min(limit, len(dataset)), replace=False)
+    to_tensor = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
+    pixels = torch.stack([to_tensor(dataset[int(i)][0]) for i in idx])
+    return tuple(pixels.mean(dim=(0, 2, 3)).tolist()), tuple(pixels.std(dim=(0, 2, 3)).tolist())
+
+
+def build_data(config: PretrainConfig, download: bool = True) -> DataBundle:
+    name, root = config.dataset, config.data.root
+    if name in CIFAR:
+        train, test = load_cifar(name, root, True, download), load_cifar(name, root, False, download)
+        native, stats = 32, (CIFAR[name]["mean"], CIFAR[name]["std"])
+    elif name == "fashion-mnist":
+        train = load_fashion_mnist(root, True, download)
+        test = load_fashion_mnist(root, False, download)
+        native, stats = 28, FASHION_MNIST_STATS
+    elif name == "digits":
+        train, test = load_digits(True, config.seed), load_digits(False, config.seed)
+        native, stats = 8, None
+    elif name == "imagefolder":
+        train = load_imagefolder(config.data.path, True)
+        test = load_imagefolder(config.data.path, False)
+        native, stats = 0, None
+    else:
+        raise ConfigError(f"dataset {name!r} unknown")
+
+    size = config.data.image_size or native
+    if size <= 0:
+        raise ConfigError("dataset=imagefolder needs data.image_size (e.g. data.image_size=64)")
+    first = train[0][0]
+    in_channels = len(first.getbands())
+    if config.data.mean is not None and config.data.std is not None:
+        stats = (tuple(config.data.mean), tuple(config.data.std))
+    elif stats is None:
+        stats = _image_stats(train, size, seed=config.seed)
+    mean, std = stats
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise ConfigError(f"data.mean/std need {in_channels} entries for {name}; got {mean}, {std}")
+
+    train = _stratified(train, config.data.subset, config.seed)
+    test = _stratified(test, config.data.test_subset, config.seed)
+    plain = plain_transform(size, native, mean, std)
+    views = MultiView(contrastive_transform(config, size, mean, std), config.n_views)
+    return DataBundle(
+        train=_with_transform(train, views),
+        train_plain=_with_transform(train, plain),
+        test_plain=_with_transform(test, plain),
+        classes=list(train.classes),
+        in_channels=in_channels, image_size=size, mean=tuple(mean), std=tuple(std))
+
+
+def install_fashion_mnist(root: str | Path) -> Path:
+    """Copy Fashion-MNIST from Debian's package folder into ``root`` (the Makefile's data step)."""
+    target = Path(root) / "FashionMNIST" / "raw"
+    target.mkdir(parents=True, exist_ok=True)
+    for src in FASHION_MNIST_SYSTEM_DIR.glob("*-ubyte.gz"):
+        dest = target / src.name[:-3]
+        if not dest.is_file():
+            with gzip.open(src, "rb") as fin, open(dest, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+    return target
