@@ -37,7 +37,7 @@ from sincere.checkpoint import (
 from sincere.config import PretrainConfig, dump_config
 from sincere.data import DataBundle, build_data
 from sincere.losses import SINCERELoss, SupConLoss, build_loss
-from sincere.models import ContrastiveModel, build_model
+from sincere.models import ContrastiveModel, build_model, count_parameters
 from sincere.optim import build_optimizer, build_scheduler
 
 
@@ -181,6 +181,13 @@ def pretrain(config: PretrainConfig, progress: bool = True,
 
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / "config.yaml")
+    if progress:
+        print(f"{run_dir}: {config.dataset} ({len(data.train)} training images, "
+              f"{data.image_size}x{data.image_size}x{data.in_channels}), {config.model.arch} "
+              f"width {config.model.width}: encoder {count_parameters(model.encoder) / 1e6:.2f}M "
+              f"+ head {count_parameters(model.head) / 1e6:.2f}M parameters, loss "
+              f"{config.loss.name}, {steps_per_epoch} steps/epoch x {config.epochs} epochs on "
+              f"{device}")
     from torch.utils.tensorboard import SummaryWriter
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step if global_step else None)
     metrics_path = run_dir / "metrics.jsonl"
