@@ -474,3 +474,38 @@ def test_low_temperature_underflow_fallback_matches_reference(case):
     torch.testing.assert_close(loss.double(), expected.detach(), rtol=1e-5, atol=0)
     torch.testing.assert_close(features.grad.double(), ref_in.grad, rtol=1e-4,
                                atol=1e-5 * float(ref_in.grad.abs().max()))
+
+
+def _logspace_reference(z, labels, tau, kind):
+    """Eq. 12 / Eq. 3 in log space (float64), for inputs whose similarities overflow exp."""
+    s = z @ z.T / tau
+    eye = torch.eye(len(labels), dtype=torch.bool)
+    same = labels[:, None] == labels[None, :]
+    pos = same & ~eye
+    masked = s.masked_fill(eye if kind == "supcon" else same, float("-inf"))
+    lse = torch.logsumexp(masked, 1)[:, None]
+    terms = (lse - s) if kind == "supcon" else F.softplus(lse - s)
+    per_anchor = (terms * pos).sum(1) / pos.sum(1).clamp_min(1)
+    return per_anchor[pos.sum(1) > 0].mean()
+
+
+@pytest.mark.parametrize("tau", [0.07, 0.1, 0.5])
+def test_unnormalised_inputs_with_huge_similarities(tau):
+    """Embeddings that were not L2-normalised (|z|^2 ~ 128, similarities ~ 1e3): every loss
+    stays finite and matches a float64 log-space reference to 1e-4."""
+    g = torch.Generator().manual_seed(int(tau * 100))
+    features = torch.randn(32, 2, 128, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 5, (32,), generator=g)
+    for loss_fn, kind, ref_labels in ((SINCERELoss(tau), "sincere", labels),
+                                      (SupConLoss(tau), "supcon", labels),
+                                      (InfoNCELoss(tau), "sincere", torch.arange(32))):
+        ours_in = features.float().requires_grad_()
+        ref_in = features.clone().requires_grad_()
+        ours = loss_fn(ours_in, labels)
+        ours.backward()
+        ref = _logspace_reference(ref_in.transpose(0, 1).reshape(64, 128), ref_labels.repeat(2),
+                                  tau, kind)
+        ref.backward()
+        torch.testing.assert_close(ours.double(), ref.detach(), rtol=1e-4, atol=0)
+        torch.testing.assert_close(ours_in.grad.double(), ref_in.grad, rtol=1e-4,
+                                   atol=1e-4 * float(ref_in.grad.abs().max()))
