@@ -15,13 +15,20 @@ CONFIG_FILE := configs/$(CONFIG)/$(subst -,_,$(DATASET)).yaml
 RUN_NAME    := $(DATASET)-$(LOSS)$(if $(filter paper,$(CONFIG)),,-$(CONFIG))
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: help install test pretrain data bench-losses clean-venv
+LINEAR_CONFIG := configs/linear/$(CONFIG).yaml
+EXPERIMENT    := $(DATASET)$(if $(filter paper,$(CONFIG)),,-$(CONFIG))
+FIG3_CLASS    ?= $(if $(filter fashion-mnist,$(DATASET)),Coat,truck)
+
+.PHONY: help install test pretrain linear-eval figures data bench-losses clean-venv
 
 help:
 	@echo "make install       create .venv with everything (idempotent)"
 	@echo "make test          install if needed, then run the test suite"
 	@echo "make pretrain      DATASET=cifar10|cifar100|fashion-mnist LOSS=sincere|supcon|... "
 	@echo "                   CONFIG=paper|mini ARGS=\"key=value ...\" -> runs/$(RUN_NAME)/"
+	@echo "make linear-eval   linear probe of runs/$(RUN_NAME)/ (same DATASET/LOSS/CONFIG) -> linear/"
+	@echo "make figures       Tables 1-2, Figures 2, 3, A.1, t-SNE of the supcon and sincere runs"
+	@echo "                   of DATASET/CONFIG -> results/$(EXPERIMENT)/"
 	@echo "make data          install Fashion-MNIST (Debian package) into data/"
 	@echo "make bench-losses  loss forward+backward time and memory -> results/benchmarks/losses.md"
 
@@ -50,6 +57,14 @@ pretrain: install $(if $(filter fashion-mnist,$(DATASET)),data)
 	@test -f $(CONFIG_FILE) || { echo "no config $(CONFIG_FILE): CONFIG is paper or mini"; \
 		ls configs/*/*.yaml; exit 2; }
 	$(PY) scripts/pretrain.py $(CONFIG_FILE) loss=$(LOSS) name=$(RUN_NAME) $(ARGS)
+
+linear-eval: install
+	$(PY) scripts/linear_eval.py $(LINEAR_CONFIG) run_dir=runs/$(RUN_NAME) $(ARGS)
+
+figures: install
+	$(PY) scripts/make_figures.py runs/$(DATASET)-supcon$(if $(filter paper,$(CONFIG)),,-$(CONFIG)) \
+		runs/$(DATASET)-sincere$(if $(filter paper,$(CONFIG)),,-$(CONFIG)) \
+		--out results/$(EXPERIMENT) --fig3-class $(FIG3_CLASS)
 
 bench-losses: install
 	$(PY) scripts/bench_losses.py

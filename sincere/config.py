@@ -260,6 +260,11 @@ def validate(config) -> None:
                 raise ConfigError(f"{key} must be at least 1; got {obj}")
         if config.loss.temperature <= 0:
             raise ConfigError(f"loss.temperature must be positive; got {config.loss.temperature}")
+    if isinstance(config, LinearConfig):
+        if not config.run_dir:
+            raise ConfigError("run_dir=<pretraining run directory> is required")
+        if config.epochs < 1 or config.batch_size < 1:
+            raise ConfigError("epochs and batch_size must be at least 1")
 
 
 def to_dict(config) -> dict[str, Any]:
@@ -275,3 +280,29 @@ def to_dict(config) -> dict[str, Any]:
 
 def dump_config(config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def _linear_optim() -> OptimConfig:
+    return OptimConfig(lr=5.0, momentum=0.9, weight_decay=0.0, warmup_epochs=10.0,
+                       warmup_from=0.05, lr_min=0.05)
+
+
+@dataclass
+class LinearConfig:
+    """Linear evaluation of a frozen encoder (Feeney & Hughes Sec. 4.3): cross-entropy, 100 epochs
+    of SGD (momentum 0.9, no weight decay), batch 512, lr 5 with 10 warm-up epochs from 0.05 and
+    cosine back to 0.05. ``augment`` uses the standard train-time augmentation (random resized
+    crop with scale 0.2-1 and horizontal flip); without it, features are computed once and
+    cached, which is what makes CPU-scale runs fast."""
+    run_dir: str = ""                  # the pretraining run to evaluate (required)
+    checkpoint: str = "last.pt"
+    epochs: int = 100
+    batch_size: int = 512
+    optim: OptimConfig = field(default_factory=_linear_optim)
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    flip_p: float = 0.5
+    num_workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0

@@ -1,0 +1,38 @@
+"""Linear evaluation of a pretraining run.
+
+    python scripts/linear_eval.py configs/linear/paper.yaml run_dir=runs/cifar10-sincere
+    python scripts/linear_eval.py configs/linear/mini.yaml run_dir=runs/fashion-mnist-supcon-mini
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sincere.checkpoint import CheckpointError  # noqa: E402
+from sincere.config import ConfigError, LinearConfig, load_config  # noqa: E402
+from sincere.data import DataNotFoundError  # noqa: E402
+from sincere.linear_eval import linear_eval  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="YAML config, e.g. configs/linear/paper.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides; run_dir=... required")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        linear_eval(load_config(args.config, args.overrides, cls=LinearConfig),
+                    progress=not args.quiet)
+    except (ConfigError, DataNotFoundError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Analysis of run directories: bootstrap statistics, embedding similarity, tables and figures."""

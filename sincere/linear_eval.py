@@ -1,0 +1,129 @@
+"""Linear evaluation of a frozen pretrained encoder (Feeney & Hughes Sec. 4.2-4.3).
+
+Reads a pretraining run directory (its ``config.yaml`` and a checkpoint), trains a linear
+classifier with cross-entropy on the frozen encoder's pooled features, and writes ``linear/`` in
+the same run directory: ``predictions.pt`` (per-image test logits and labels, class names),
+``metrics.json`` (top-1 / top-5), ``classifier.pt`` and the resolved ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision import transforms as T
+from tqdm.auto import tqdm
+
+from sincere.checkpoint import load_checkpoint, save_atomic
+from sincere.config import ConfigError, LinearConfig, PretrainConfig, dump_config, load_config
+from sincere.data import _with_transform, build_data
+from sincere.models import build_model
+from sincere.optim import build_optimizer, build_scheduler
+from sincere.pretrain import identity, resolve_device, seed_everything
+
+
+def load_pretrained(run_dir: Path, checkpoint: str, device):
+    """The pretraining config, data and model of a run, weights loaded from ``checkpoint``."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError(f"{run_dir} is not a pretraining run directory (no config.yaml); "
+                          "pass run_dir=runs/<name>")
+    pre = load_config(config_path, cls=PretrainConfig)
+    data = build_data(pre)
+    model = build_model(pre, data.in_channels)
+    path = run_dir / "checkpoints" / checkpoint
+    state = load_checkpoint(path, expect=identity(pre, data.in_channels))
+    model.load_state_dict(state["model"])
+    return pre, data, model.to(device).eval(), state["epoch"]
+
+
+@torch.no_grad()
+def encode(encoder, dataset, device, batch_size: int, num_workers: int):
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    feats, labels = [], []
+    for x, y in loader:
+        feats.append(encoder(x.to(device)).float().cpu())
+        labels.append(torch.as_tensor(y))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    k = min(k, logits.shape[1])
+    return (logits.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean().item()
+
+
+def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
+    device = resolve_device(config.device)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    run_dir = Path(config.run_dir)
+    pre, data, model, epoch = load_pretrained(run_dir, config.checkpoint, device)
+    encoder = model.encoder
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    out_dir = run_dir / "linear"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out_dir / "config.yaml")
+
+    n_classes = len(data.classes)
+    classifier = nn.Linear(encoder.feature_dim, n_classes).to(device)
+    test_x, test_y = encode(encoder, data.test_plain, device, config.batch_size,
+                            config.num_workers)
+    if config.augment:
+        train_tf = T.Compose([T.RandomResizedCrop(data.image_size, scale=tuple(config.crop_scale)),
+                              T.RandomHorizontalFlip(config.flip_p), T.ToTensor(),
+                              T.Normalize(data.mean, data.std)])
+        train_set = _with_transform(data.train_plain, train_tf)
+    else:
+        train_x, train_y = encode(encoder, data.train_plain, device, config.batch_size,
+                                  config.num_workers)
+        train_set = TensorDataset(train_x, train_y)
+    g = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
+                        generator=g, num_workers=config.num_workers if config.augment else 0)
+    steps_per_epoch = len(loader)
+    optimizer = build_optimizer(classifier, config.optim)
+    scheduler = build_scheduler(optimizer, config.epochs * steps_per_epoch, steps_per_epoch,
+                                config.optim)
+    if progress:
+        print(f"linear probe on {run_dir} (epoch {epoch} encoder, {encoder.feature_dim}-d "
+              f"features, {n_classes} classes, {'augmented images' if config.augment else 'cached features'})")
+    t0 = time.perf_counter()
+    bar = tqdm(range(config.epochs), desc="linear", disable=not progress, dynamic_ncols=True)
+    for _ in bar:
+        total, n = 0.0, 0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            if config.augment:
+                with torch.no_grad():
+                    x = encoder(x).float()
+            loss = F.cross_entropy(classifier(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(y)
+            n += len(y)
+        if not np.isfinite(total):
+            raise FloatingPointError("the linear probe diverged; lower optim.lr")
+        bar.set_postfix(loss=f"{total / n:.4f}")
+    with torch.no_grad():
+        logits = classifier(test_x.to(device)).float().cpu()
+    metrics = {"top1": topk_accuracy(logits, test_y, 1), "top5": topk_accuracy(logits, test_y, 5),
+               "train_loss": total / n, "pretrain_epoch": epoch, "n_test": len(test_y),
+               "seconds": time.perf_counter() - t0}
+    save_atomic({"logits": logits, "labels": test_y, "classes": data.classes},
+                out_dir / "predictions.pt")
+    save_atomic({"classifier": classifier.state_dict()}, out_dir / "classifier.pt")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if progress:
+        print(f"top-1 {100 * metrics['top1']:.2f}%  top-5 {100 * metrics['top5']:.2f}%  "
+              f"-> {out_dir}")
+    return metrics

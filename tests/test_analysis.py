@@ -1,0 +1,178 @@
+"""Linear evaluation and the paper's analysis: bootstrap, similarity statistics, tables, figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sincere.analysis.bootstrap import paired_bootstrap, topk_correct
+from sincere.analysis.similarity import (
+    class_similarity_matrix,
+    same_and_different,
+    target_and_noise_similarities,
+)
+from sincere.config import LinearConfig, load_config
+from sincere.linear_eval import linear_eval
+from sincere.pretrain import pretrain
+from tests.test_pretrain import DIGITS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap
+# ---------------------------------------------------------------------------------------------
+
+
+def test_identical_models_are_never_significantly_different():
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        correct = (rng.random(500) < rng.uniform(0.5, 0.95)).astype(float)
+        result = paired_bootstrap(correct, correct.copy(), n_resamples=200, seed=seed)
+        assert not result.significant
+        assert result.difference.low == result.difference.high == 0.0
+        assert result.a.mean == result.b.mean
+
+
+def test_clearly_better_model_is_significant():
+    rng = np.random.default_rng(1)
+    worse = (rng.random(2000) < 0.70).astype(float)
+    better = np.maximum(worse, (rng.random(2000) < 0.5).astype(float))  # fixes half its errors
+    result = paired_bootstrap(worse, better, n_resamples=1000, seed=0)
+    assert result.significant and result.difference.low > 0.1
+    assert result.a.low < result.a.mean < result.a.high
+    assert abs(result.b.mean - better.mean()) < 0.005
+
+
+def test_small_difference_is_not_significant_and_reproducible():
+    rng = np.random.default_rng(2)
+    a = (rng.random(300) < 0.8).astype(float)
+    b = a.copy()
+    b[:2] = 1 - b[:2]                                  # two images differ
+    first = paired_bootstrap(a, b, n_resamples=1000, seed=7)
+    again = paired_bootstrap(a, b, n_resamples=1000, seed=7)
+    other = paired_bootstrap(a, b, n_resamples=1000, seed=8)
+    assert not first.significant
+    assert first == again and first != other
+
+
+def test_topk_correct():
+    logits = np.array([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05], [0.2, 0.3, 0.5]])
+    labels = np.array([2, 0, 0])
+    assert topk_correct(logits, labels, 1).tolist() == [0, 1, 0]
+    assert topk_correct(logits, labels, 2).tolist() == [1, 1, 0]
+    assert topk_correct(logits, labels, 5).tolist() == [1, 1, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Similarity statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def test_class_similarity_matrix_against_direct_pairs():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(40, 6))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    labels = rng.integers(0, 4, 40)
+    m = class_similarity_matrix(z, labels, 4)
+    for a in range(4):
+        for b in range(4):
+            sims = [z[i] @ z[j] for i in range(40) for j in range(40)
+                    if labels[i] == a and labels[j] == b and i != j]
+            assert m[a, b] == pytest.approx(np.mean(sims), abs=1e-12)
+    same, diff = same_and_different(m)
+    assert same == pytest.approx(np.mean(np.diag(m)))
+    assert diff == pytest.approx(m[~np.eye(4, dtype=bool)].mean())
+
+
+def test_target_and_noise_pairs():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(12, 3))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    labels = np.array([0, 1, 2] * 4)
+    target, noise = target_and_noise_similarities(z, labels, 1)
+    inside = [i for i in range(12) if labels[i] == 1]
+    expected_t = sorted(z[i] @ z[j] for i in inside for j in inside if i != j)
+    expected_n = sorted(z[i] @ z[j] for i in inside for j in range(12) if labels[j] != 1)
+    np.testing.assert_allclose(sorted(target), expected_t)
+    np.testing.assert_allclose(sorted(noise), expected_n)
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end on digits: pretrain both losses, linear probe, tables and figures
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digit_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for loss in ("supcon", "sincere"):
+        c = load_config(None, DIGITS + ["epochs=2", "knn_every=0", f"loss={loss}",
+                                        f"run_dir={base / loss}"])
+        runs[loss] = pretrain(c, progress=False)
+    return runs
+
+
+def test_linear_eval_writes_predictions(digit_runs):
+    cfg = load_config(ROOT / "configs" / "linear" / "mini.yaml",
+                      [f"run_dir={digit_runs['sincere']}", "epochs=20", "num_workers=0"],
+                      cls=LinearConfig)
+    metrics = linear_eval(cfg, progress=False)
+    out = digit_runs["sincere"] / "linear"
+    preds = torch.load(out / "predictions.pt", weights_only=False)
+    assert preds["logits"].shape == (360, 10) and preds["labels"].shape == (360,)
+    top1 = (preds["logits"].argmax(1) == preds["labels"]).float().mean().item()
+    assert metrics["top1"] == pytest.approx(top1) and top1 > 0.8
+    assert metrics["top5"] >= metrics["top1"]
+    assert json.loads((out / "metrics.json").read_text())["top1"] == metrics["top1"]
+
+
+def test_linear_eval_with_augmentation_runs(digit_runs):
+    cfg = load_config(ROOT / "configs" / "linear" / "paper.yaml",
+                      [f"run_dir={digit_runs['supcon']}", "epochs=1", "num_workers=0",
+                       "batch_size=256"], cls=LinearConfig)
+    assert 0.0 <= linear_eval(cfg, progress=False)["top1"] <= 1.0
+
+
+def test_linear_eval_needs_a_run_dir(tmp_path):
+    with pytest.raises(ValueError, match="run_dir"):
+        load_config(ROOT / "configs" / "linear" / "mini.yaml", cls=LinearConfig)
+    cfg = load_config(None, [f"run_dir={tmp_path}"], cls=LinearConfig)
+    with pytest.raises(ValueError, match="not a pretraining run directory"):
+        linear_eval(cfg, progress=False)
+
+
+def test_make_figures_produces_every_table_and_figure(digit_runs, tmp_path):
+    for run in digit_runs.values():
+        cfg = load_config(ROOT / "configs" / "linear" / "mini.yaml",
+                          [f"run_dir={run}", "epochs=5", "num_workers=0"], cls=LinearConfig)
+        linear_eval(cfg, progress=False)
+    out = tmp_path / "results"
+    cmd = [sys.executable, str(ROOT / "scripts" / "make_figures.py"), str(digit_runs["sincere"]),
+           str(digit_runs["supcon"]), "--out", str(out), "--fig3-class", "7",
+           "--bootstrap", "200"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for stem in ("table1", "table2"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / f"{stem}.{ext}").stat().st_size > 100
+    for stem in ("fig2_class_similarity", "fig3_target_noise_similarity", "figA1_confusion",
+                 "tsne"):
+        for ext in ("png", "pdf"):
+            assert (out / f"{stem}.{ext}").stat().st_size > 5000
+    table1 = (out / "table1.md").read_text()
+    assert "| SupCon |" in table1 and "| SINCERE |" in table1 and "6.93" in table1  # paper's
+    table2 = (out / "table2.md").read_text()
+    assert "SINCERE − SupCon" in table2 and "significant" in table2
+    stats = json.loads((out / "similarity.json").read_text())
+    assert stats["figure3"]["class"] == "7"
+    assert set(stats["figure2"]) == {"supcon", "sincere", "decrease_sincere_vs_supcon"}
+    # The embedding cache makes a second pass fast and identical.
+    assert (digit_runs["sincere"] / "embeddings" / "test.pt").is_file()
