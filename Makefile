@@ -19,9 +19,16 @@ LINEAR_CONFIG := configs/linear/$(CONFIG).yaml
 EXPERIMENT    := $(DATASET)$(if $(filter paper,$(CONFIG)),,-$(CONFIG))
 FIG3_CLASS    ?= $(if $(filter fashion-mnist,$(DATASET)),Coat,truck)
 
-.PHONY: help install test pretrain linear-eval figures data bench-losses clean-venv
+LINEAR_ARGS ?=
+FORCE       ?=
+
+.PHONY: help install test pretrain linear-eval figures reproduce-mini reproduce-paper data \
+	bench-losses clean-venv
 
 help:
+	@echo "make reproduce-mini   the paper's claims on a CPU: pretrain SupCon and SINCERE, linear"
+	@echo "                      probes, tables and figures -> results/mini/ (FORCE=1 redoes)"
+	@echo "make reproduce-paper  DATASET=cifar10|cifar100: the same with the paper's setting (GPU)"
 	@echo "make install       create .venv with everything (idempotent)"
 	@echo "make test          install if needed, then run the test suite"
 	@echo "make pretrain      DATASET=cifar10|cifar100|fashion-mnist LOSS=sincere|supcon|... "
@@ -65,6 +72,14 @@ figures: install
 	$(PY) scripts/make_figures.py runs/$(DATASET)-supcon$(if $(filter paper,$(CONFIG)),,-$(CONFIG)) \
 		runs/$(DATASET)-sincere$(if $(filter paper,$(CONFIG)),,-$(CONFIG)) \
 		--out results/$(EXPERIMENT) --fig3-class $(FIG3_CLASS)
+
+reproduce-mini: install data
+	$(PY) scripts/reproduce.py --config mini $(if $(FORCE),--force) \
+		--args $(ARGS) --linear-args $(LINEAR_ARGS)
+
+reproduce-paper: install
+	$(PY) scripts/reproduce.py --config paper --dataset $(DATASET) $(if $(FORCE),--force) \
+		--args $(ARGS) --linear-args $(LINEAR_ARGS)
 
 bench-losses: install
 	$(PY) scripts/bench_losses.py

@@ -278,11 +278,12 @@ def pretrain(config: PretrainConfig, progress: bool = True,
             print(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  "
                   f"sincere {record['loss_sincere']:.4f}  supcon {record['loss_supcon']:.4f}  "
                   f"lr {record['lr']:.4g}  {record['images_per_s']:.0f} img/s{knn}")
-        if record["complete"]:
+        if record["complete"] or stop:        # max_steps ends a (dry) run: keep its weights
             state = {"format": FORMAT_VERSION, "identity": identity(config, data.in_channels),
                      "epoch": epoch + 1, "step": global_step, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": rng_state(), "config": dump_dict(config)}
+                     "rng": rng_state(), "config": dump_dict(config),
+                     "stopped_at_max_steps": stop}
             save_atomic(state, last)
             if config.checkpoint_every and ((epoch + 1) % config.checkpoint_every == 0
                                             or epoch + 1 == config.epochs):

@@ -326,3 +326,5 @@ def test_paper_config_dry_run_on_cifar_format_archive(tmp_path):
     run = pretrain(c, progress=False)
     record = json.loads((run / "metrics.jsonl").read_text())
     assert record["step"] == 2 and np.isfinite(record["loss"]) and "knn_top1" in record
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["stopped_at_max_steps"] and state["step"] == 2
