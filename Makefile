@@ -21,6 +21,7 @@ FIG3_CLASS    ?= $(if $(filter fashion-mnist,$(DATASET)),Coat,truck)
 
 LINEAR_ARGS ?=
 FORCE       ?=
+REPRO_FLAGS ?=
 
 .PHONY: help install test pretrain linear-eval figures reproduce-mini reproduce-paper data \
 	bench-losses clean-venv
@@ -74,7 +75,7 @@ figures: install
 		--out results/$(EXPERIMENT) --fig3-class $(FIG3_CLASS)
 
 reproduce-mini: install data
-	$(PY) scripts/reproduce.py --config mini $(if $(FORCE),--force) \
+	$(PY) scripts/reproduce.py --config mini $(if $(FORCE),--force) $(REPRO_FLAGS) \
 		--args $(ARGS) --linear-args $(LINEAR_ARGS)
 
 reproduce-paper: install
