@@ -27,13 +27,32 @@ def _save(fig, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
-    fig.savefig(paths[1], bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})  # reproducible
     plt.close(fig)
     return paths
 
 
 def _short(names: list[str]) -> list[str]:
     return [n if len(n) <= 12 else n[:11] + "…" for n in names]
+
+
+def _class_heatmap(ax, m: np.ndarray, classes: list[str], vmin: float, vmax: float, cmap: str,
+                   dark_high: bool, min_shown: float = -np.inf):
+    """A class x class matrix with class names and, for up to 20 classes, each value printed in
+    a colour readable on its cell. ``dark_high``: the colour map is dark at high values."""
+    im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap)
+    k = len(classes)
+    if k <= 20:
+        ax.set_xticks(range(k), _short(classes), rotation=45, ha="right")
+        ax.set_yticks(range(k), _short(classes))
+        middle = (vmin + vmax) / 2
+        for i in range(k):
+            for j in range(k):
+                if m[i, j] >= min_shown:
+                    dark = m[i, j] > middle if dark_high else m[i, j] < middle
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if dark else "black")
+    return im
 
 
 def figure2(embeddings: dict[str, dict], stem: Path, dataset: str) -> dict:
@@ -47,16 +66,9 @@ def figure2(embeddings: dict[str, dict], stem: Path, dataset: str) -> dict:
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.8) if k <= 20 else (14, 6.5),
                              constrained_layout=True)
     for ax, (name, m) in zip(axes, mats.items()):
-        im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap="viridis")
+        im = _class_heatmap(ax, m, classes, vmin, vmax, "viridis", dark_high=False)
         same, diff = same_and_different(m)
         ax.set_title(f"{NAMES[name]}: same class {same:.3f}, different {diff:.3f}")
-        if k <= 20:
-            ax.set_xticks(range(k), _short(classes), rotation=45, ha="right")
-            ax.set_yticks(range(k), _short(classes))
-            for i in range(k):
-                for j in range(k):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if m[i, j] < (vmin + vmax) / 2 else "black")
         ax.set_xlabel("class")
         ax.set_ylabel("class")
     fig.colorbar(im, ax=axes, shrink=0.85, label="average cosine similarity")
@@ -104,17 +116,9 @@ def figure_a1(predictions: dict[str, dict], stem: Path, dataset: str) -> None:
     for ax, (name, p) in zip(axes, predictions.items()):
         cm = confusion_matrix(p["labels"].numpy(), p["logits"].argmax(1).numpy(),
                               labels=list(range(k)), normalize="true")
-        im = ax.imshow(cm, vmin=0, vmax=1, cmap="Blues")
+        im = _class_heatmap(ax, cm, classes, 0.0, 1.0, "Blues", dark_high=True, min_shown=0.005)
         acc = float(np.mean(p["logits"].argmax(1).numpy() == p["labels"].numpy()))
         ax.set_title(f"{NAMES[name]} (top-1 {100 * acc:.2f}%)")
-        if k <= 20:
-            ax.set_xticks(range(k), _short(classes), rotation=45, ha="right")
-            ax.set_yticks(range(k), _short(classes))
-            for i in range(k):
-                for j in range(k):
-                    if cm[i, j] >= 0.005:
-                        ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                                color="white" if cm[i, j] > 0.5 else "black")
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
     fig.colorbar(im, ax=axes, shrink=0.85, label="fraction of the true class")
