@@ -28,6 +28,16 @@ the exponentials the backward needs, and allocates one n x n gradient in backwar
 matmul floor (z @ z.T forward and backward) they do a handful of elementwise passes and no n x n
 masks (positives are gathered per class). Both are first-order only (no double backward).
 
+Memory. ``SINCERELoss``, ``InfoNCELoss`` and ``SupConLoss`` take ``chunk_size``: with it set, the
+loss is computed in row blocks of ``chunk_size`` anchors (:class:`_ChunkedNegativeContrast`,
+:class:`_ChunkedSupConFunction`) and never holds the n x n similarity matrix: each block
+s = z[a:b] z^T / tau is formed, masked by label, reduced to per-anchor values with an exact
+per-row max shift, and freed; only each anchor's log-sum-exp (O(n)) is saved, and the backward
+recomputes each block and accumulates dL/dz with two matmuls per block. Extra memory is one
+chunk x n matrix plus a chunk x (largest class) partner table plus O(n d), at the price of one
+extra z[a:b] z^T matmul per block (``scripts/bench_chunked.py`` measures both). Values, gradients
+and every convention above are those of the dense path; ``chunk_size >= n`` is one block.
+
 This module imports nothing but torch.
 """
 
@@ -35,6 +45,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 from typing import Optional
 
 import torch
@@ -375,6 +386,201 @@ class _SupConFunction(torch.autograd.Function):
 
 
 # --------------------------------------------------------------------------------------------
+# Chunked (memory-bounded) autograd functions: row blocks of anchors, O(n * chunk) memory
+# --------------------------------------------------------------------------------------------
+
+
+def _check_chunk_size(chunk_size) -> Optional[int]:
+    """None (the dense path) or a positive int: the number of anchors per row block."""
+    if chunk_size is None:
+        return None
+    problem = None
+    if isinstance(chunk_size, bool):
+        problem = f"got {chunk_size!r}"
+    else:
+        try:
+            chunk_size = operator.index(chunk_size)
+        except TypeError:
+            problem = f"got {chunk_size!r} of type {type(chunk_size).__name__}"
+        else:
+            if chunk_size < 1:
+                problem = f"got {chunk_size}"
+    if problem is not None:
+        raise ValueError(
+            "chunk_size must be a positive integer (anchors per row block, e.g. 1024) or None "
+            f"for the dense n x n path; {problem}")
+    return int(chunk_size)
+
+
+def _class_layout(classes: Tensor, n_classes: int):
+    """O(n) description of the classes: sample indices sorted by class (stable), and each
+    class's first position in that order and its size."""
+    order = torch.argsort(classes, stable=True)
+    counts = torch.bincount(classes, minlength=n_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    return order, starts, counts
+
+
+def _block_partners(classes: Tensor, order: Tensor, starts: Tensor, counts: Tensor, a: int, b: int):
+    """Own-class columns of anchors a..b-1: a (b-a, w) index table, w the largest class size among
+    these anchors, listing each anchor's class members (itself included; short rows padded with
+    the class's last member), and the (b-a, w) mask of its real partners P_t (not self, not
+    padding). Memory O((b-a) w) <= O((b-a) n): never an n x (largest class) table."""
+    block_classes = classes[a:b]
+    size = counts[block_classes]
+    first = starts[block_classes]
+    width = int(size.max())
+    col = torch.arange(width, device=classes.device)
+    index = first[:, None] + col[None, :]
+    index = torch.minimum(index, (first + size - 1)[:, None], out=index)    # pad: last member
+    partner = order[index]
+    del index
+    is_pair = col[None, :] < size[:, None]
+    is_pair &= partner != torch.arange(a, b, device=classes.device)[:, None]
+    return partner, is_pair
+
+
+class _ChunkedNegativeContrast(torch.autograd.Function):
+    """SINCERE's per-anchor term (Feeney & Hughes, Eq. 12) computed in row blocks of anchors:
+
+        L_t = (1/|P_t|) sum_{p in P_t} softplus(M_t - s_tp),   M_t = LSE_{n in N_t} s_tn
+
+    For each block of ``chunk`` anchors, s = z[a:b] z^T / tau (chunk x n) is formed, the cells of
+    each anchor's own class are gathered (positives) and then masked (self and P_t leave the
+    denominator), and M_t is taken with the exact row maximum as shift, so nothing overflows or
+    underflows at any temperature. Only M (n values) is saved for backward.
+
+    Backward (w_t = g_t / |P_t|, sigma the logistic function, x_tp = M_t - s_tp), per block:
+        dL/ds_tp = -w_t sigma(x_tp)                                   for p in P_t
+        dL/ds_tn = w_t (sum_p sigma(x_tp)) e^{s_tn - M_t}              for n in N_t  (Eq. 13)
+    The block of e^{s - M} is recomputed with the shift folded into the matmul and turned in
+    place into G = dL/ds / w_t; then dL/dz gets (w * (G z)) / tau on the block's rows and
+    G^T (w * z[a:b]) / tau on all rows: two matmuls per block. Extra memory: one chunk x n
+    matrix, a chunk x (largest class in the block) partner table with a few arrays of its shape,
+    and O(n d).
+    """
+
+    @staticmethod
+    def forward(ctx, z, classes, n_pos, n_classes, inv_temperature, chunk):
+        n = z.shape[0]
+        order, starts, counts = _class_layout(classes, n_classes)
+        log_mass = z.new_empty(n)
+        per_anchor = z.new_empty(n)
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            partner, is_pair = _block_partners(classes, order, starts, counts, a, b)
+            sim = torch.mm(z[a:b] * inv_temperature, z.t())           # s_tj, chunk x n
+            pos_sim = sim.gather(1, partner)
+            sim.scatter_(1, partner, _NEG_INF)                         # keep only N_t
+            del partner
+            row_max = sim.amax(dim=1)
+            row_max.masked_fill_(row_max == _NEG_INF, 0.0)             # rows without negatives
+            mass = sim.sub_(row_max[:, None]).exp_().sum(dim=1)
+            del sim
+            block_lse = row_max.add_(mass.log_())                      # -inf without negatives
+            log_mass[a:b] = block_lse
+            x = pos_sim.neg_().add_(block_lse[:, None])                # M_t - s_tp
+            x.masked_fill_(~is_pair, _NEG_INF)                         # softplus(-inf) = 0
+            per_anchor[a:b] = _softplus(x).sum(dim=1)
+            del x, is_pair                      # free before the next block is allocated
+        per_anchor /= n_pos.clamp_min(1).to(z.dtype)
+        ctx.save_for_backward(z, classes, n_pos, log_mass, order, starts, counts)
+        ctx.inv_temperature, ctx.chunk = inv_temperature, chunk
+        return per_anchor
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_per_anchor):
+        z, classes, n_pos, log_mass, order, starts, counts = ctx.saved_tensors
+        inv_t, chunk, n = ctx.inv_temperature, ctx.chunk, z.shape[0]
+        weight = grad_per_anchor / n_pos.clamp_min(1).to(z.dtype)            # w_t
+        grad_z = torch.zeros_like(z)
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            zb, wb = z[a:b], weight[a:b, None]
+            partner, is_pair = _block_partners(classes, order, starts, counts, a, b)
+            # s_tj - M_t in one matmul (M_t = -inf without negatives: +inf, all masked below)
+            g = torch.addmm(log_mass[a:b, None], zb, z.t(), beta=-1.0, alpha=inv_t)
+            sig = g.gather(1, partner).neg_()                               # x_tp = M_t - s_tp
+            sig.masked_fill_(~is_pair, _NEG_INF).sigmoid_()                 # 0 off the pairs
+            del is_pair
+            g.scatter_(1, partner, _NEG_INF).exp_()                        # e^{s_tn - M_t} on N_t
+            g.mul_(sig.sum(dim=1, keepdim=True))
+            g.scatter_add_(1, partner, sig.neg_())                          # G = dL/ds / w_t
+            del partner, sig
+            grad_z[a:b].add_(torch.mm(g, z).mul_(wb))
+            grad_z.addmm_(g.t(), zb * wb)
+            del g                               # free before the next block is allocated
+        return grad_z.mul_(inv_t), None, None, None, None, None
+
+
+class _ChunkedSupConFunction(torch.autograd.Function):
+    """SupCon's per-anchor L_out (Khosla et al.; Feeney & Hughes, Eq. 3) in row blocks of anchors:
+
+        L_t = LSE_{i != t} s_ti - (1/|P_t|) sum_{p in P_t} s_tp
+
+    Each block forms s = z[a:b] z^T / tau (chunk x n), masks the diagonal cells (self) and takes
+    the row LSE with the exact row maximum as shift; the positive sum is z_t . (C_{y_t} - z_t) / tau
+    with C_c the class sums of embeddings. Only the LSE (n values) and C are saved.
+
+    Backward (g_t upstream, zero for anchors without a positive; w_t = g_t / |P_t|):
+        dL/ds_ti = g_t e^{s_ti - LSE_t} - w_t [i in P_t]                (Eq. 14 of the paper)
+    The softmax part goes through two matmuls per recomputed block; the positive part is
+    -(w_t (C_{y_t} - z_t) + (W_{y_t} - w_t z_t)) / tau, with W_c = sum_{t in c} w_t z_t.
+    """
+
+    @staticmethod
+    def forward(ctx, z, classes, n_pos, n_classes, inv_temperature, chunk):
+        n, dim = z.shape
+        class_sum = torch.zeros(n_classes, dim, device=z.device, dtype=z.dtype)
+        class_sum.index_add_(0, classes, z)
+        per_anchor = z.new_empty(n)
+        log_mass = z.new_empty(n)
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            zb = z[a:b]
+            sim = torch.mm(zb * inv_temperature, z.t())
+            sim.diagonal(a).fill_(_NEG_INF)
+            row_max = sim.amax(dim=1)
+            row_max.masked_fill_(row_max == _NEG_INF, 0.0)             # a batch of one sample
+            mass = sim.sub_(row_max[:, None]).exp_().sum(dim=1)
+            del sim
+            block_lse = row_max.add_(mass.log_())
+            log_mass[a:b] = block_lse
+            # sum_{p in P_t} s_tp = z_t . (C_{y_t} - z_t) / tau
+            pos_sum = ((zb * class_sum[classes[a:b]]).sum(dim=1) - (zb * zb).sum(dim=1))
+            pos_mean = pos_sum.mul_(inv_temperature) / n_pos[a:b].clamp_min(1).to(z.dtype)
+            per_anchor[a:b] = torch.where(n_pos[a:b] > 0, block_lse - pos_mean, 0.0)
+        ctx.save_for_backward(z, classes, n_pos, log_mass, class_sum)
+        ctx.inv_temperature, ctx.chunk = inv_temperature, chunk
+        return per_anchor
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_per_anchor):
+        z, classes, n_pos, log_mass, class_sum = ctx.saved_tensors
+        inv_t, chunk, n = ctx.inv_temperature, ctx.chunk, z.shape[0]
+        grad = torch.where(n_pos > 0, grad_per_anchor, 0.0)
+        weight = grad / n_pos.clamp_min(1).to(z.dtype)
+        grad_z = torch.zeros_like(z)
+        weighted_class_sum = torch.zeros_like(class_sum)                   # W_c
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            weighted_class_sum.index_add_(0, classes[a:b], z[a:b] * weight[a:b, None])
+        for a in range(0, n, chunk):
+            b = min(a + chunk, n)
+            zb, gb, wb, cb = z[a:b], grad[a:b, None], weight[a:b, None], classes[a:b]
+            soft = torch.addmm(log_mass[a:b, None], zb, z.t(), beta=-1.0, alpha=inv_t)
+            soft.diagonal(a).fill_(_NEG_INF)
+            soft.exp_()                                                  # softmax_{i != t}(s_t)
+            grad_z[a:b].add_(torch.mm(soft, z).mul_(gb))
+            grad_z.addmm_(soft.t(), zb * gb)
+            del soft
+            grad_z[a:b].sub_(wb * (class_sum[cb] - zb)).sub_(weighted_class_sum[cb] - wb * zb)
+        return grad_z.mul_(inv_t), None, None, None, None, None
+
+
+# --------------------------------------------------------------------------------------------
 # Modules
 # --------------------------------------------------------------------------------------------
 
@@ -423,9 +629,22 @@ class SINCERELoss(_ContrastiveLoss):
     the denominator, so same-class samples never repel (Eq. 13).
     """
 
+    def __init__(self, temperature: float = 0.1, reduction: str = "mean",
+                 chunk_size: Optional[int] = None):
+        super().__init__(temperature, reduction)
+        self.chunk_size = _check_chunk_size(chunk_size)
+
     def _per_anchor(self, batch):
+        if self.chunk_size is not None:
+            return _ChunkedNegativeContrast.apply(
+                batch.z, batch.classes, batch.n_pos, batch.n_classes, 1.0 / self.temperature,
+                self.chunk_size)
         return _NegativeContrast.apply(
             batch.z, batch.classes, batch.n_classes, 1.0 / self.temperature, 0.0, 0.0, False)
+
+    def extra_repr(self):
+        chunk = "" if self.chunk_size is None else f", chunk_size={self.chunk_size}"
+        return super().extra_repr() + chunk
 
 
 class InfoNCELoss(SINCERELoss):
@@ -442,9 +661,22 @@ class SupConLoss(_ContrastiveLoss):
     base-temperature rescaling. Its denominator sums over every i != t, so other members of t's
     class act as noise and can be pushed away (Eq. 14)."""
 
+    def __init__(self, temperature: float = 0.1, reduction: str = "mean",
+                 chunk_size: Optional[int] = None):
+        super().__init__(temperature, reduction)
+        self.chunk_size = _check_chunk_size(chunk_size)
+
     def _per_anchor(self, batch):
+        if self.chunk_size is not None:
+            return _ChunkedSupConFunction.apply(
+                batch.z, batch.classes, batch.n_pos, batch.n_classes, 1.0 / self.temperature,
+                self.chunk_size)
         return _SupConFunction.apply(
             batch.z, batch.classes, batch.n_pos, batch.n_classes, 1.0 / self.temperature)
+
+    def extra_repr(self):
+        chunk = "" if self.chunk_size is None else f", chunk_size={self.chunk_size}"
+        return super().extra_repr() + chunk
 
 
 class EpsSupInfoNCELoss(_ContrastiveLoss):
