@@ -2,6 +2,7 @@
 #
 #   make pretrain DATASET=cifar10 LOSS=sincere              the paper's setting (a GPU)
 #   make pretrain DATASET=fashion-mnist LOSS=supcon CONFIG=mini ARGS="epochs=2"
+#   make pretrain DATASET=cifar10 LOSS=sincere GPUS=4      4 GPUs (torchrun + DDP, global batch)
 PYTHON_BASE ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
@@ -11,6 +12,10 @@ DATASET ?= cifar10
 LOSS    ?= sincere
 CONFIG  ?= paper
 ARGS    ?=
+GPUS    ?=
+# GPUS=N (N > 1) launches N processes with torchrun, one per GPU; unset or 1 is a plain python.
+PRETRAIN_LAUNCH := $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone \
+	--nproc_per_node=$(GPUS),$(PY))
 CONFIG_FILE := configs/$(CONFIG)/$(subst -,_,$(DATASET)).yaml
 RUN_NAME    := $(DATASET)-$(LOSS)$(if $(filter paper,$(CONFIG)),,-$(CONFIG))
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
@@ -34,6 +39,9 @@ help:
 	@echo "make test          install if needed, then run the test suite"
 	@echo "make pretrain      DATASET=cifar10|cifar100|fashion-mnist LOSS=sincere|supcon|... "
 	@echo "                   CONFIG=paper|mini ARGS=\"key=value ...\" -> runs/$(RUN_NAME)/"
+	@echo "                   GPUS=N: N GPUs via torchrun + DDP; batch_size stays the global batch"
+	@echo "                   and the loss sees all of it (ARGS=\"distributed.loss_scope=per_gpu\""
+	@echo "                   for per-GPU losses, distributed.sync_bn=true for global BatchNorm)"
 	@echo "make linear-eval   linear probe of runs/$(RUN_NAME)/ (same DATASET/LOSS/CONFIG) -> linear/"
 	@echo "make figures       Tables 1-2, Figures 2, 3, A.1, t-SNE of the supcon and sincere runs"
 	@echo "                   of DATASET/CONFIG -> results/$(EXPERIMENT)/"
@@ -64,7 +72,7 @@ data: install
 pretrain: install $(if $(filter fashion-mnist,$(DATASET)),data)
 	@test -f $(CONFIG_FILE) || { echo "no config $(CONFIG_FILE): CONFIG is paper or mini"; \
 		ls configs/*/*.yaml; exit 2; }
-	$(PY) scripts/pretrain.py $(CONFIG_FILE) loss=$(LOSS) name=$(RUN_NAME) $(ARGS)
+	$(PRETRAIN_LAUNCH) scripts/pretrain.py $(CONFIG_FILE) loss=$(LOSS) name=$(RUN_NAME) $(ARGS)
 
 linear-eval: install
 	$(PY) scripts/linear_eval.py $(LINEAR_CONFIG) run_dir=runs/$(RUN_NAME) $(ARGS)

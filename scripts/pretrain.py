@@ -2,8 +2,10 @@
 
     python scripts/pretrain.py configs/paper/cifar10.yaml loss=sincere
     python scripts/pretrain.py configs/mini/fashion_mnist.yaml loss=supcon epochs=2 resume=true
+    torchrun --standalone --nproc_per_node=4 scripts/pretrain.py configs/paper/cifar10.yaml
 
-Arguments after the config file are key=value overrides (see sincere/config.py).
+Arguments after the config file are key=value overrides (see sincere/config.py). Under torchrun
+every process runs this script; rank 0 writes the run directory and prints.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sincere.checkpoint import CheckpointError  # noqa: E402
 from sincere.config import ConfigError, load_config  # noqa: E402
 from sincere.data import DataNotFoundError  # noqa: E402
+from sincere.distributed import DistributedError, torchrun_env  # noqa: E402
 from sincere.pretrain import RunDirectoryError, pretrain  # noqa: E402
 
 
@@ -28,12 +31,16 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
+        launched = torchrun_env()
+        main_rank = launched is None or launched[0] == 0
         config = load_config(args.config, args.overrides)
         run_dir = pretrain(config, progress=not args.quiet)
-    except (ConfigError, DataNotFoundError, CheckpointError, RunDirectoryError) as err:
+    except (ConfigError, DataNotFoundError, CheckpointError, RunDirectoryError,
+            DistributedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"run directory: {run_dir}")
+    if main_rank:
+        print(f"run directory: {run_dir}")
     return 0
 
 

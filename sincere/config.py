@@ -82,6 +82,24 @@ class OptimConfig:
     lr_min: float = 0.0005
 
 
+LOSS_SCOPES = ("global", "per_gpu")
+
+
+@dataclass
+class DistributedConfig:
+    """Multi-GPU training under torchrun (``make pretrain GPUS=N``); ignored in a single process.
+    ``batch_size`` stays the global batch: each of the N processes loads batch_size / N images."""
+    loss_scope: str = "global"         # global: the loss sees the whole batch, every sample
+                                       #   contrasts with every other on every GPU (= one GPU);
+                                       # per_gpu: each GPU's loss on its own samples only, averaged
+                                       #   (the official code's behaviour, for comparison)
+    sync_bn: bool = False              # SyncBatchNorm: BN statistics over the global batch, as on
+                                       #   one GPU (CUDA only); false: per-GPU statistics
+    backend: str = "auto"              # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    timeout_min: float = 30.0          # collective timeout; other ranks wait this long for rank
+                                       #   0's kNN evaluation and checkpoint writes
+
+
 @dataclass
 class PretrainConfig:
     dataset: str = "cifar10"
@@ -89,6 +107,7 @@ class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     epochs: int = 1000
     batch_size: int = 512              # images per step; each gives n_views views
     n_views: int = 2
@@ -97,6 +116,8 @@ class PretrainConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True         # on CUDA
+    compile: bool = False              # torch.compile the model (slow first steps; on the CPU it
+                                       #   needs a C++ compiler)
     deterministic: bool = False        # torch.use_deterministic_algorithms, for exact resumes
     threads: int = 0                   # >0: torch.set_num_threads on CPU
     knn_every: int = 10                # epochs between kNN evaluations (0: never; last always)
@@ -260,6 +281,15 @@ def validate(config) -> None:
                 raise ConfigError(f"{key} must be at least 1; got {obj}")
         if config.loss.temperature <= 0:
             raise ConfigError(f"loss.temperature must be positive; got {config.loss.temperature}")
+        d = config.distributed
+        if d.loss_scope not in LOSS_SCOPES:
+            raise ConfigError(f"distributed.loss_scope {d.loss_scope!r} unknown; choose one of "
+                              f"{LOSS_SCOPES}")
+        if d.backend not in ("auto", "nccl", "gloo"):
+            raise ConfigError(f"distributed.backend {d.backend!r} unknown; choose auto, nccl or "
+                              "gloo")
+        if d.timeout_min <= 0:
+            raise ConfigError(f"distributed.timeout_min must be positive; got {d.timeout_min}")
     if isinstance(config, LinearConfig):
         if not config.run_dir:
             raise ConfigError("run_dir=<pretraining run directory> is required")

@@ -9,6 +9,17 @@ a kNN accuracy of the encoder's features on the test set.
 
 Randomness is re-seeded from (seed, epoch) at the start of every epoch, and the RNG states are
 checkpointed, so a run resumed from ``last.pt`` replays exactly what an uninterrupted run does.
+
+Under torchrun (``make pretrain GPUS=N``) every process runs this same loop on batch_size / N
+images of each step: the model is wrapped in DistributedDataParallel, a DistributedSampler deals
+each rank its share of the same per-epoch permutation, and by default the loss sees the global
+batch (embeddings and labels all-gathered with gradients, see ``sincere/distributed.py``), so the
+step is the single-process step on the same images (BatchNorm statistics are per rank unless
+``distributed.sync_bn=true``). ``distributed.loss_scope=per_gpu`` trains on the mean of per-rank
+losses instead. Every rank initialises the model from ``seed`` (identical
+weights) but draws its augmentations from a seed of its own. Rank 0 alone writes the run
+directory (config, metrics, TensorBoard, kNN, checkpoints); the others wait for it at a barrier.
+Checkpoints hold the plain model's state_dict, so single- and multi-process runs resume each other.
 """
 
 from __future__ import annotations
@@ -18,14 +29,16 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from sincere import distributed
 from sincere.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -34,20 +47,12 @@ from sincere.checkpoint import (
     save_atomic,
     set_rng_state,
 )
-from sincere.config import PretrainConfig, dump_config
+from sincere.config import ConfigError, PretrainConfig, dump_config
 from sincere.data import DataBundle, build_data
+from sincere.distributed import DistEnv, DistributedError, resolve_device  # noqa: F401
 from sincere.losses import SINCERELoss, SupConLoss, build_loss
 from sincere.models import ContrastiveModel, build_model, count_parameters
 from sincere.optim import build_optimizer, build_scheduler
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} but CUDA is not available here; use device=cpu")
-    return device
 
 
 def default_run_dir(config: PretrainConfig) -> Path:
@@ -60,6 +65,11 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch's augmentations and shuffling on one rank (rank 0 = one process)."""
+    return seed * 1_000_003 + epoch + 104_729 * rank
 
 
 def identity(config: PretrainConfig, in_channels: int) -> dict:
@@ -117,21 +127,94 @@ class RunDirectoryError(RuntimeError):
     """A run directory that would be overwritten; the message says how to continue it."""
 
 
-def _loader(data: DataBundle, config: PretrainConfig, epoch: int, device) -> DataLoader:
-    g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    return DataLoader(data.train, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                      num_workers=config.data.num_workers, generator=g,
-                      pin_memory=device.type == "cuda",
-                      persistent_workers=False)
+def per_rank_batch(config: PretrainConfig, env: DistEnv) -> int:
+    """Images each process loads per step: the global ``batch_size`` split over the ranks."""
+    if config.batch_size % env.world_size:
+        raise ConfigError(
+            f"batch_size={config.batch_size} is the global batch and must split evenly over the "
+            f"{env.world_size} processes; choose a multiple of {env.world_size} (e.g. "
+            f"batch_size={config.batch_size - config.batch_size % env.world_size})")
+    return config.batch_size // env.world_size
+
+
+def _loader(data: DataBundle, config: PretrainConfig, epoch: int, env: DistEnv) -> DataLoader:
+    g = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, env.rank))
+    common = dict(num_workers=config.data.num_workers, generator=g, drop_last=True,
+                  pin_memory=env.device.type == "cuda", persistent_workers=False)
+    if not env.distributed:
+        return DataLoader(data.train, batch_size=config.batch_size, shuffle=True, **common)
+    # Every rank draws the same permutation (seed + epoch) and takes every world_size-th index
+    # of it, so one step's global batch is a contiguous block of that permutation.
+    sampler = DistributedSampler(data.train, num_replicas=env.world_size, rank=env.rank,
+                                 shuffle=True, seed=config.seed * 1_000_003, drop_last=True)
+    sampler.set_epoch(epoch)
+    return DataLoader(data.train, batch_size=per_rank_batch(config, env), sampler=sampler,
+                      **common)
+
+
+def batch_source(data: DataBundle, config: PretrainConfig, epoch: int, env: DistEnv,
+                 channels_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's batches of one epoch as ``(x, labels)`` on its device: ``x`` holds the
+    (b * n_views, C, H, W) augmented views image-major (row i * n_views + v is view v of image
+    i), ``labels`` the b class labels."""
+    device = env.device
+    for views, labels in _loader(data, config, epoch, env):
+        x = views.flatten(0, 1).to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, labels.to(device, non_blocking=True)
+
+
+def training_loss(loss_fn, features: torch.Tensor, labels: torch.Tensor, global_loss: bool):
+    """The loss of one step and the batch it saw: with ``global_loss`` (and several ranks) the
+    embeddings and labels of every rank, gathered with gradients, so each sample contrasts with
+    the whole global batch; otherwise this rank's own (per-GPU loss). Returns (loss, features,
+    labels)."""
+    if global_loss:
+        features, labels = distributed.global_batch(features, labels)
+    return loss_fn(features, labels), features, labels
+
+
+def step_values(loss: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+                monitors: dict, env: DistEnv, per_rank: bool) -> dict[str, float]:
+    """The numbers logged for one step: the trained loss and each monitor loss on the batch the
+    loss saw. ``per_rank`` (per-GPU loss): averaged over the ranks, like the trained loss."""
+    with torch.no_grad():
+        detached = features.detach()
+        values = torch.stack([loss.detach()] + [fn(detached, labels) for fn in monitors.values()])
+        if per_rank:
+            values = distributed.mean_over_ranks(values)
+    return dict(zip(["loss", *monitors], values.tolist()))
+
+
+def knn_monitor(model: ContrastiveModel, data: DataBundle, config: PretrainConfig, device,
+                channels_last: bool) -> float:
+    """kNN top-1 accuracy of the encoder's features (test set against the training set)."""
+    train_f, train_y = embed(model, data.train_plain, device, num_workers=config.data.num_workers,
+                             channels_last=channels_last)
+    test_f, test_y = embed(model, data.test_plain, device, num_workers=config.data.num_workers,
+                           channels_last=channels_last)
+    return knn_accuracy(train_f, train_y, test_f, test_y, config.knn_k)
 
 
 def pretrain(config: PretrainConfig, progress: bool = True,
              on_step: Optional[Callable[[int, int], None]] = None) -> Path:
     """Run (or resume) pretraining; returns the run directory.
 
-    ``on_step(epoch, global_step)`` is called after every optimizer step (tests use it to stop a
-    run mid-epoch, as a kill would)."""
-    device = resolve_device(config.device)
+    Launched by torchrun, this process joins the process group for the run and leaves it at the
+    end (a group the caller initialised is used and left alone). ``on_step(epoch, global_step)``
+    is called after every optimizer step (tests use it to stop a run mid-epoch, as a kill would).
+    """
+    d = config.distributed
+    with distributed.process_group(d.backend, config.device, d.timeout_min) as env:
+        return _pretrain(config, env, progress, on_step)
+
+
+def _pretrain(config: PretrainConfig, env: DistEnv, progress: bool,
+              on_step: Optional[Callable[[int, int], None]]) -> Path:
+    device = env.device
+    main = env.is_main
+    progress = progress and main
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     if config.deterministic:
@@ -139,6 +222,8 @@ def pretrain(config: PretrainConfig, progress: bool = True,
     on_cuda = device.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = not config.deterministic
+    per_rank_batch(config, env)
+    global_loss = config.distributed.loss_scope == "global"
     run_dir = default_run_dir(config)
     last = run_dir / "checkpoints" / "last.pt"
     if last.exists() and not config.resume:
@@ -146,9 +231,19 @@ def pretrain(config: PretrainConfig, progress: bool = True,
             f"{run_dir} already holds a run ({last}); pass resume=true to continue it, or "
             "name=<new name> / run_dir=<folder> for a fresh one")
 
-    seed_everything(config.seed)
+    seed_everything(config.seed)                  # the same model initialisation on every rank
+    if not main:
+        env.barrier()                             # rank 0 downloads / unpacks the data first
     data = build_data(config)
+    if main:
+        env.barrier()
     model = build_model(config, data.in_channels).to(device)
+    if config.distributed.sync_bn and env.distributed:
+        if not on_cuda:
+            raise DistributedError(
+                "distributed.sync_bn=true needs CUDA: torch's SyncBatchNorm does not run on the "
+                "CPU; set distributed.sync_bn=false")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     channels_last = config.channels_last and on_cuda
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -173,73 +268,78 @@ def pretrain(config: PretrainConfig, progress: bool = True,
         except (RuntimeError, KeyError, ValueError) as err:
             raise CheckpointError(f"checkpoint {last} does not fit this model/optimizer: {err}")
         start_epoch, global_step = state["epoch"], state["step"]
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")            # per-rank states of a multi-process run
+        set_rng_state(ranks[env.rank] if ranks and len(ranks) == env.world_size
+                      else state["rng"])
         if progress:
             print(f"resuming {run_dir} after epoch {start_epoch} (step {global_step})")
     elif config.resume and progress:
         print(f"resume=true but {last} does not exist yet: starting {run_dir} from scratch")
+    # `model` stays the plain module (state_dict, kNN); `train_model` runs the training steps.
+    train_model = distributed.wrap_ddp(model, env)
+    if config.compile:
+        train_model = torch.compile(train_model)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, run_dir / "config.yaml")
-    if progress:
-        print(f"{run_dir}: {config.dataset} ({len(data.train)} training images, "
-              f"{data.image_size}x{data.image_size}x{data.in_channels}), {config.model.arch} "
-              f"width {config.model.width}: encoder {count_parameters(model.encoder) / 1e6:.2f}M "
-              f"+ head {count_parameters(model.head) / 1e6:.2f}M parameters, loss "
-              f"{config.loss.name}, {steps_per_epoch} steps/epoch x {config.epochs} epochs on "
-              f"{device}")
-    from torch.utils.tensorboard import SummaryWriter
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step if global_step else None)
-    metrics_path = run_dir / "metrics.jsonl"
-    if start_epoch == 0 and metrics_path.exists():
-        metrics_path.unlink()
-    elif metrics_path.exists():                   # drop lines of epochs that will be redone
-        kept = [line for line in metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["epoch"] <= start_epoch]
-        metrics_path.write_text("".join(line + "\n" for line in kept))
+    writer, metrics_path = None, run_dir / "metrics.jsonl"
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, run_dir / "config.yaml")
+        if progress:
+            ranks_note = (f" x {env.world_size} processes ({env.backend}, "
+                          f"{per_rank_batch(config, env)} images each, "
+                          f"{config.distributed.loss_scope} loss)" if env.distributed else "")
+            print(f"{run_dir}: {config.dataset} ({len(data.train)} training images, "
+                  f"{data.image_size}x{data.image_size}x{data.in_channels}), {config.model.arch} "
+                  f"width {config.model.width}: encoder "
+                  f"{count_parameters(model.encoder) / 1e6:.2f}M + head "
+                  f"{count_parameters(model.head) / 1e6:.2f}M parameters, loss "
+                  f"{config.loss.name}, {steps_per_epoch} steps/epoch x {config.epochs} epochs on "
+                  f"{device}{ranks_note}")
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step if global_step else None)
+        if start_epoch == 0 and metrics_path.exists():
+            metrics_path.unlink()
+        elif metrics_path.exists():               # drop lines of epochs that will be redone
+            kept = [line for line in metrics_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["epoch"] <= start_epoch]
+            metrics_path.write_text("".join(line + "\n" for line in kept))
 
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
                               enabled=on_cuda and config.amp)
-    model.train()
+    train_model.train()
     stop = False
     for epoch in range(start_epoch, config.epochs):
-        seed_everything(config.seed * 1_000_003 + epoch)
-        loader = _loader(data, config, epoch, device)
+        seed_everything(epoch_seed(config.seed, epoch, env.rank))
         sums = {"loss": 0.0, "sincere": 0.0, "supcon": 0.0}
         n_batches, n_images = 0, 0
         t0 = time.perf_counter()
-        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not progress, leave=False, dynamic_ncols=True)
-        for views, labels in bar:
-            batch, n_views = views.shape[:2]
-            x = views.flatten(0, 1).to(device, non_blocking=True)   # image-major: b * V + v
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            labels = labels.to(device, non_blocking=True)
+        bar = tqdm(batch_source(data, config, epoch, env, channels_last), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
+                   dynamic_ncols=True)
+        for x, labels in bar:
+            batch = len(labels)                   # this rank's images
             with autocast:
-                z = model(x)
-            features = z.float().view(batch, n_views, -1)
-            loss = loss_fn(features, labels)
+                z = train_model(x)
+            features = z.float().view(batch, config.n_views, -1)
+            loss, features, labels = training_loss(loss_fn, features, labels, global_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            with torch.no_grad():
-                detached = features.detach()
-                values = {name: fn(detached, labels) for name, fn in monitors.items()}
+            values = step_values(loss, features, labels, monitors, env,
+                                 per_rank=env.distributed and not global_loss)
             global_step += 1
             n_batches += 1
-            n_images += batch
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
+            n_images += batch * env.world_size
+            if not math.isfinite(values["loss"]):
                 raise FloatingPointError(
-                    f"loss became {loss_value} at epoch {epoch + 1}, step {global_step}; lower "
-                    "optim.lr or check the data (last good checkpoint: "
+                    f"loss became {values['loss']} at epoch {epoch + 1}, step {global_step}; "
+                    "lower optim.lr or check the data (last good checkpoint: "
                     f"{last if last.exists() else 'none'})")
-            sums["loss"] += loss_value
             for name, v in values.items():
-                sums[name] += v.item()
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4g}")
+                sums[name] += v
+            bar.set_postfix(loss=f"{values['loss']:.3f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.4g}")
             if on_step is not None:
                 on_step(epoch, global_step)
             if config.max_steps and global_step >= config.max_steps:
@@ -259,39 +359,47 @@ def pretrain(config: PretrainConfig, progress: bool = True,
             "epoch_time_s": elapsed, "complete": not stop or n_batches == steps_per_epoch,
         }
         last_epoch = epoch + 1 == config.epochs or stop
-        if last_epoch or (config.knn_every and (epoch + 1) % config.knn_every == 0):
-            train_f, train_y = embed(model, data.train_plain, device,
-                                     num_workers=config.data.num_workers,
-                                     channels_last=channels_last)
-            test_f, test_y = embed(model, data.test_plain, device,
-                                   num_workers=config.data.num_workers,
-                                   channels_last=channels_last)
-            record["knn_top1"] = knn_accuracy(train_f, train_y, test_f, test_y, config.knn_k)
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if key not in ("epoch", "step", "complete"):
-                writer.add_scalar(f"pretrain/{key}", value, epoch + 1)
-        writer.flush()
-        if progress:
-            knn = f"  knn {record['knn_top1']:.3f}" if "knn_top1" in record else ""
-            print(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  "
-                  f"sincere {record['loss_sincere']:.4f}  supcon {record['loss_supcon']:.4f}  "
-                  f"lr {record['lr']:.4g}  {record['images_per_s']:.0f} img/s{knn}")
-        if record["complete"] or stop:        # max_steps ends a (dry) run: keep its weights
-            state = {"format": FORMAT_VERSION, "identity": identity(config, data.in_channels),
-                     "epoch": epoch + 1, "step": global_step, "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": rng_state(), "config": dump_dict(config),
-                     "stopped_at_max_steps": stop}
-            save_atomic(state, last)
-            if config.checkpoint_every and ((epoch + 1) % config.checkpoint_every == 0
-                                            or epoch + 1 == config.epochs):
-                save_atomic(state, run_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt")
+        if main and (last_epoch or (config.knn_every and (epoch + 1) % config.knn_every == 0)):
+            record["knn_top1"] = knn_monitor(model, data, config, device, channels_last)
+        save = record["complete"] or stop         # max_steps ends a (dry) run: keep its weights
+        rngs = distributed.all_gather_objects(rng_state()) if save else None
+        if main:
+            _log_epoch(record, metrics_path, writer, config, progress)
+            if save:
+                state = {"format": FORMAT_VERSION, "identity": identity(config, data.in_channels),
+                         "epoch": epoch + 1, "step": global_step, "model": model.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "rng": rngs[0], "config": dump_dict(config),
+                         "stopped_at_max_steps": stop}
+                if env.distributed:
+                    state["rng_ranks"] = rngs
+                save_atomic(state, last)
+                if config.checkpoint_every and ((epoch + 1) % config.checkpoint_every == 0
+                                                or epoch + 1 == config.epochs):
+                    save_atomic(state, run_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt")
+        env.barrier()                             # the others wait for rank 0's writes
         if stop:
             break
-    writer.close()
+    if writer is not None:
+        writer.close()
     return run_dir
+
+
+def _log_epoch(record: dict, metrics_path: Path, writer, config: PretrainConfig,
+               progress: bool) -> None:
+    """One line of metrics.jsonl, the TensorBoard scalars, and the printed summary."""
+    epoch = record["epoch"]
+    with open(metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    for key, value in record.items():
+        if key not in ("epoch", "step", "complete"):
+            writer.add_scalar(f"pretrain/{key}", value, epoch)
+    writer.flush()
+    if progress:
+        knn = f"  knn {record['knn_top1']:.3f}" if "knn_top1" in record else ""
+        print(f"epoch {epoch}/{config.epochs}  loss {record['loss']:.4f}  "
+              f"sincere {record['loss_sincere']:.4f}  supcon {record['loss_supcon']:.4f}  "
+              f"lr {record['lr']:.4g}  {record['images_per_s']:.0f} img/s{knn}")
 
 
 def dump_dict(config: PretrainConfig) -> dict:
