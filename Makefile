@@ -21,7 +21,8 @@ RUN_NAME    := $(DATASET)-$(LOSS)$(if $(filter paper,$(CONFIG)),,-$(CONFIG))
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 
 LINEAR_CONFIG := configs/linear/$(CONFIG).yaml
-EXPERIMENT    := $(DATASET)$(if $(filter paper,$(CONFIG)),,-$(CONFIG))
+FIGURES_OUT   := $(DATASET)$(if $(filter paper,$(CONFIG)),,-$(CONFIG))
+EXPERIMENT    ?= main
 FIG3_CLASS    ?= $(if $(filter fashion-mnist,$(DATASET)),Coat,truck)
 
 LINEAR_ARGS ?=
@@ -29,7 +30,7 @@ FORCE       ?=
 REPRO_FLAGS ?=
 
 .PHONY: help install test pretrain linear-eval figures reproduce-mini reproduce-paper data \
-	bench-losses clean-venv
+	bench-losses bench-chunked bench-train clean-venv
 
 help:
 	@echo "make reproduce-mini   the paper's claims on a CPU: pretrain SupCon and SINCERE, linear"
@@ -44,9 +45,13 @@ help:
 	@echo "                   for per-GPU losses, distributed.sync_bn=true for global BatchNorm)"
 	@echo "make linear-eval   linear probe of runs/$(RUN_NAME)/ (same DATASET/LOSS/CONFIG) -> linear/"
 	@echo "make figures       Tables 1-2, Figures 2, 3, A.1, t-SNE of the supcon and sincere runs"
-	@echo "                   of DATASET/CONFIG -> results/$(EXPERIMENT)/"
+	@echo "                   of DATASET/CONFIG -> results/$(FIGURES_OUT)/"
 	@echo "make data          install Fashion-MNIST (Debian package) into data/"
+	@echo "make reproduce-mini EXPERIMENT=hard-negatives   UCL, H-UCL, SCL, H-SCL (Jiang et al.)"
+	@echo "                      in the mini setting -> results/hard-negatives/"
 	@echo "make bench-losses  loss forward+backward time and memory -> results/benchmarks/losses.md"
+	@echo "make bench-chunked chunked (memory-bounded) losses at 65,536 views -> results/benchmarks/chunked.md"
+	@echo "make bench-train   data pipeline and training-step views/s -> results/benchmarks/training.md"
 
 install: $(STAMP)
 
@@ -80,10 +85,11 @@ linear-eval: install
 figures: install
 	$(PY) scripts/make_figures.py runs/$(DATASET)-supcon$(if $(filter paper,$(CONFIG)),,-$(CONFIG)) \
 		runs/$(DATASET)-sincere$(if $(filter paper,$(CONFIG)),,-$(CONFIG)) \
-		--out results/$(EXPERIMENT) --fig3-class $(FIG3_CLASS)
+		--out results/$(FIGURES_OUT) --fig3-class $(FIG3_CLASS)
 
 reproduce-mini: install data
-	$(PY) scripts/reproduce.py --config mini $(if $(FORCE),--force) $(REPRO_FLAGS) \
+	$(PY) scripts/reproduce.py --config mini --experiment $(EXPERIMENT) $(if $(FORCE),--force) \
+		$(REPRO_FLAGS) \
 		--args $(ARGS) --linear-args $(LINEAR_ARGS)
 
 reproduce-paper: install
@@ -92,6 +98,12 @@ reproduce-paper: install
 
 bench-losses: install
 	$(PY) scripts/bench_losses.py
+
+bench-chunked: install
+	$(PY) scripts/bench_chunked.py
+
+bench-train: install data
+	$(PY) scripts/bench_train.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -101,6 +101,26 @@ class DistributedConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """What pretraining measures beside the trained loss. Every monitored loss is evaluated on
+    the training batches (Table 1; Jiang et al.'s Fig. 5); the gradient diagnostics on a few
+    training batches (Feeney & Hughes Sec. 3.3: Eq. 13/14 coefficients, same-class pairs
+    repelled); the held-out ones on fixed test-set batches (Theorem 3's KL bound, Jiang et al.'s
+    Assumption 1)."""
+    losses: list[str] = field(default_factory=lambda: ["sincere", "supcon", "infonce", "hscl",
+                                                       "hucl"])
+    betas: list[float] = field(default_factory=lambda: [1.0, 2.0])
+                                       # tilts for the hscl/hucl monitors and Assumption 1
+    gradients_every: int = 1           # epochs between gradient diagnostics (0: never)
+    gradient_batches: int = 4          # training batches they look at (the epoch's first ones)
+    gradient_views: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+                                       # also on the first m views of those batches, to show the
+                                       #   repelled fraction growing with samples per class
+    heldout_every: int = 1             # epochs between held-out diagnostics (0: never)
+    heldout_batches: int = 4           # test-set batches of batch_size images, one view each
+
+
+@dataclass
 class PretrainConfig:
     dataset: str = "cifar10"
     data: DataConfig = field(default_factory=DataConfig)
@@ -108,6 +128,7 @@ class PretrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     epochs: int = 1000
     batch_size: int = 512              # images per step; each gives n_views views
     n_views: int = 2
@@ -290,6 +311,17 @@ def validate(config) -> None:
                               "gloo")
         if d.timeout_min <= 0:
             raise ConfigError(f"distributed.timeout_min must be positive; got {d.timeout_min}")
+        m = config.monitor
+        monitorable = ("sincere", "supcon", "infonce", "hscl", "hucl")
+        unknown = [name for name in m.losses if name not in monitorable]
+        if unknown:
+            raise ConfigError(f"monitor.losses {unknown} unknown; choose from {list(monitorable)}")
+        for key in ("gradients_every", "gradient_batches", "heldout_every", "heldout_batches"):
+            if getattr(m, key) < 0:
+                raise ConfigError(f"monitor.{key} must be >= 0; got {getattr(m, key)}")
+        if any(v < 2 for v in m.gradient_views):
+            raise ConfigError(f"monitor.gradient_views are view counts >= 2; got "
+                              f"{m.gradient_views}")
     if isinstance(config, LinearConfig):
         if not config.run_dir:
             raise ConfigError("run_dir=<pretraining run directory> is required")

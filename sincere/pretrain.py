@@ -1,8 +1,13 @@
 """Contrastive pretraining (Feeney & Hughes Sec. 4.3): the loop, its logging and checkpoints.
 
 One epoch draws each training image once as ``n_views`` augmented views, embeds them, and takes
-an SGD step on the configured loss. Whatever loss is trained, the SINCERE and SupCon values of the
-same batches are logged too (Table 1 compares them). Per epoch the run directory gets a line of
+an SGD step on the configured loss. Whatever loss is trained, the monitored losses (by default
+SINCERE, SupCon, InfoNCE and the hard-negative H-SCL / H-UCL at beta 1 and 2) of the same batches
+are logged too (Table 1 and Jiang et al.'s Fig. 5 compare them); the Eq. 13/14 gradient
+coefficients of a few training batches give the fraction of same-class pairs SupCon and SINCERE
+push apart; fixed held-out test batches give Theorem 3's KL bound and the fraction of anchors
+satisfying Jiang et al.'s Assumption 1 (``monitor`` section of the config). Per epoch the run
+directory gets a line of
 ``metrics.jsonl``, TensorBoard scalars in ``tb/``, and ``checkpoints/last.pt``; every
 ``checkpoint_every`` epochs a kept ``epoch_XXXX.pt``; every ``knn_every`` epochs (and at the end)
 a kNN accuracy of the encoder's features on the test set.
@@ -35,10 +40,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from sincere import distributed
+from sincere.analysis.gradients import (
+    CoefficientSummary,
+    assumption1_fraction,
+    beta_key,
+    coefficient_summary,
+    kl_lower_bound,
+)
 from sincere.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -187,6 +199,110 @@ def step_values(loss: torch.Tensor, features: torch.Tensor, labels: torch.Tensor
     return dict(zip(["loss", *monitors], values.tolist()))
 
 
+# ---------------------------------------------------------------------------------------------
+# Monitors: other losses on the same batches, gradient and held-out diagnostics
+# ---------------------------------------------------------------------------------------------
+
+
+def build_monitors(config: PretrainConfig) -> dict[str, nn.Module]:
+    """The losses evaluated on every training batch whichever is trained, by log name:
+    'sincere', 'supcon', 'infonce', and 'hscl_b1', 'hucl_b2', ... for each monitored beta
+    (with the trained loss's choice of detached weights)."""
+    t, out = config.loss.temperature, {}
+    for name in config.monitor.losses:
+        if name in ("hscl", "hucl"):
+            for beta in config.monitor.betas:
+                out[f"{name}_{beta_key(beta)}"] = build_loss(
+                    name, temperature=t, beta=beta, detach_weights=config.loss.detach_weights)
+        else:
+            out[name] = build_loss(name, temperature=t)
+    return out
+
+
+class GradientMonitor:
+    """Feeney & Hughes Sec. 3.3 during training: the Eq. 13 (SINCERE) and Eq. 14 (SupCon)
+    coefficients of the epoch's first ``monitor.gradient_batches`` training batches, summed over
+    those batches: the fraction of same-class pairs each loss pushes apart and the coefficient
+    ranges; and the repelled fractions on the first m views of each batch for every m in
+    ``monitor.gradient_views`` (fewer samples per class), logged as ``<loss>_repelled_fraction_v<m>``.
+    """
+
+    LOSSES = ("supcon", "sincere")
+
+    def __init__(self, config: PretrainConfig, epoch: int):
+        m = config.monitor
+        active = bool(m.gradients_every) and (epoch + 1) % m.gradients_every == 0
+        self.left = m.gradient_batches if active else 0
+        self.views = sorted(set(m.gradient_views))
+        self.temperature = config.loss.temperature
+        self.summaries: dict[tuple[str, int], CoefficientSummary] = {}
+        self.full_views = 0
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """``features``: the (batch, n_views, dim) embeddings the loss saw, ``labels`` theirs."""
+        if self.left <= 0:
+            return
+        self.left -= 1
+        batch, n_views = features.shape[:2]
+        self.full_views = batch * n_views
+        sizes = [m for m in self.views if m < self.full_views] + [self.full_views]
+        for loss in self.LOSSES:
+            for m in sizes:
+                images = max(m // n_views, 1)
+                summary = coefficient_summary(features[:images], labels[:images],
+                                              self.temperature, loss)
+                key = (loss, images * n_views)
+                self.summaries[key] = (self.summaries[key] + summary if key in self.summaries
+                                       else summary)
+
+    def record(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for (loss, views), summary in sorted(self.summaries.items()):
+            out[f"{loss}_repelled_fraction_v{views}"] = summary.repelled_fraction
+            if views == self.full_views:
+                out.update(summary.as_dict())
+        return out
+
+
+@torch.no_grad()
+def heldout_monitor(model: ContrastiveModel, data: DataBundle, config: PretrainConfig, device,
+                    channels_last: bool) -> dict[str, float]:
+    """Diagnostics of fixed held-out batches: ``monitor.heldout_batches`` batches of
+    ``batch_size`` test images (one plain view each, the same images every epoch), embedded by
+    the full model. Per batch: Theorem 3's KL bound estimate log|N_t| - L_SINCERE
+    (``kl_lower_bound``), the SINCERE and SupCon losses, and for each monitored beta the fraction
+    of anchors satisfying Jiang et al.'s Assumption 1 (``assumption1_b<beta>``); averaged over
+    the batches."""
+    m = config.monitor
+    n = min(len(data.test_plain), m.heldout_batches * config.batch_size)
+    order = torch.randperm(len(data.test_plain),
+                           generator=torch.Generator().manual_seed(config.seed))[:n]
+    loader = DataLoader(Subset(data.test_plain, order.tolist()), batch_size=config.batch_size,
+                        shuffle=False, num_workers=config.data.num_workers)
+    t = config.loss.temperature
+    losses = {"heldout_loss_sincere": SINCERELoss(t), "heldout_loss_supcon": SupConLoss(t)}
+    was_training = model.training
+    model.eval()
+    measures = {"kl_lower_bound": lambda z, y: kl_lower_bound(z, y, t),
+                **{name: (lambda z, y, fn=fn: fn(z, y).item()) for name, fn in losses.items()},
+                **{f"assumption1_{beta_key(b)}": (lambda z, y, b=b: assumption1_fraction(z, y, t, b))
+                   for b in m.betas}}
+    totals: dict[str, list[float]] = {key: [] for key in measures}
+    for x, y in loader:
+        x = x.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        z, y = model(x).float(), torch.as_tensor(y).to(device)
+        for key, measure in measures.items():
+            try:
+                totals[key].append(float(measure(z, y)))
+            except ValueError:      # a batch without an anchor that has a positive and a negative
+                pass
+    model.train(was_training)
+    return {key: sum(v) / len(v) if v else math.nan for key, v in totals.items()}
+
+
 def knn_monitor(model: ContrastiveModel, data: DataBundle, config: PretrainConfig, device,
                 channels_last: bool) -> float:
     """kNN top-1 accuracy of the encoder's features (test set against the training set)."""
@@ -248,8 +364,7 @@ def _pretrain(config: PretrainConfig, env: DistEnv, progress: bool,
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(config.loss.name, **config.loss.kwargs())
-    monitors = {"sincere": SINCERELoss(config.loss.temperature),
-                "supcon": SupConLoss(config.loss.temperature)}
+    monitors = build_monitors(config)
     steps_per_epoch = len(data.train) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size={config.batch_size} is larger than the training set "
@@ -310,7 +425,8 @@ def _pretrain(config: PretrainConfig, env: DistEnv, progress: bool,
     stop = False
     for epoch in range(start_epoch, config.epochs):
         seed_everything(epoch_seed(config.seed, epoch, env.rank))
-        sums = {"loss": 0.0, "sincere": 0.0, "supcon": 0.0}
+        sums = {"loss": 0.0, **{name: 0.0 for name in monitors}}
+        gradients = GradientMonitor(config, epoch)
         n_batches, n_images = 0, 0
         t0 = time.perf_counter()
         bar = tqdm(batch_source(data, config, epoch, env, channels_last), total=steps_per_epoch,
@@ -328,6 +444,8 @@ def _pretrain(config: PretrainConfig, env: DistEnv, progress: bool,
             scheduler.step()
             values = step_values(loss, features, labels, monitors, env,
                                  per_rank=env.distributed and not global_loss)
+            if main:
+                gradients.update(features.detach(), labels)
             global_step += 1
             n_batches += 1
             n_images += batch * env.world_size
@@ -352,13 +470,16 @@ def _pretrain(config: PretrainConfig, env: DistEnv, progress: bool,
         record = {
             "epoch": epoch + 1, "step": global_step,
             "loss": sums["loss"] / max(n_batches, 1),
-            "loss_sincere": sums["sincere"] / max(n_batches, 1),
-            "loss_supcon": sums["supcon"] / max(n_batches, 1),
+            **{f"loss_{name}": sums[name] / max(n_batches, 1) for name in monitors},
             "lr": optimizer.param_groups[0]["lr"],
             "images_per_s": n_images / elapsed, "views_per_s": n_images * config.n_views / elapsed,
             "epoch_time_s": elapsed, "complete": not stop or n_batches == steps_per_epoch,
         }
+        record.update(gradients.record())
         last_epoch = epoch + 1 == config.epochs or stop
+        m = config.monitor
+        if main and (last_epoch or (m.heldout_every and (epoch + 1) % m.heldout_every == 0)):
+            record.update(heldout_monitor(model, data, config, device, channels_last))
         if main and (last_epoch or (config.knn_every and (epoch + 1) % config.knn_every == 0)):
             record["knn_top1"] = knn_monitor(model, data, config, device, channels_last)
         save = record["complete"] or stop         # max_steps ends a (dry) run: keep its weights
@@ -396,10 +517,12 @@ def _log_epoch(record: dict, metrics_path: Path, writer, config: PretrainConfig,
             writer.add_scalar(f"pretrain/{key}", value, epoch)
     writer.flush()
     if progress:
-        knn = f"  knn {record['knn_top1']:.3f}" if "knn_top1" in record else ""
-        print(f"epoch {epoch}/{config.epochs}  loss {record['loss']:.4f}  "
-              f"sincere {record['loss_sincere']:.4f}  supcon {record['loss_supcon']:.4f}  "
-              f"lr {record['lr']:.4g}  {record['images_per_s']:.0f} img/s{knn}")
+        extra = "".join(f"  {label} {record[key]:.3f}" for key, label in (
+            ("loss_sincere", "sincere"), ("loss_supcon", "supcon"),
+            ("supcon_repelled_fraction", "supcon-repelled"), ("kl_lower_bound", "KL>="),
+            ("knn_top1", "knn")) if key in record)
+        print(f"epoch {epoch}/{config.epochs}  loss {record['loss']:.4f}{extra}  "
+              f"lr {record['lr']:.4g}  {record['images_per_s']:.0f} img/s")
 
 
 def dump_dict(config: PretrainConfig) -> dict:

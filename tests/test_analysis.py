@@ -129,7 +129,7 @@ def test_linear_eval_writes_predictions(digit_runs):
     preds = torch.load(out / "predictions.pt", weights_only=False)
     assert preds["logits"].shape == (360, 10) and preds["labels"].shape == (360,)
     top1 = (preds["logits"].argmax(1) == preds["labels"]).float().mean().item()
-    assert metrics["top1"] == pytest.approx(top1) and top1 > 0.8
+    assert metrics["top1"] == pytest.approx(top1) and top1 > 0.7      # chance is 0.1
     assert metrics["top5"] >= metrics["top1"]
     assert json.loads((out / "metrics.json").read_text())["top1"] == metrics["top1"]
 

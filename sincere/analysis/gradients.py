@@ -473,6 +473,11 @@ def assumption1_fraction(features: Tensor, labels: Optional[Tensor] = None,
 # --------------------------------------------------------------------------------------------
 
 
+def beta_key(beta: float) -> str:
+    """The suffix under which a beta-dependent value is logged: 1.0 -> 'b1', 0.5 -> 'b0.5'."""
+    return f"b{float(beta):g}"
+
+
 def batch_diagnostics(features: Tensor, labels: Optional[Tensor] = None,
                       temperature: float = 0.1, betas: tuple[float, ...] = (),
                       chunk_size: int = 1024) -> dict[str, float]:
@@ -497,5 +502,5 @@ def batch_diagnostics(features: Tensor, labels: Optional[Tensor] = None,
                                          chunk_size=chunk_size)
         except ValueError:
             value = math.nan
-        out[f"assumption1_b{float(beta):g}"] = value
+        out[f"assumption1_{beta_key(beta)}"] = value
     return out
