@@ -46,6 +46,12 @@ class DataConfig:
     subset: int = 0                    # >0: a class-stratified random subset of the training set
     test_subset: int = 0               # >0: the same for the test set (kNN monitor)
     num_workers: int = 2
+    pipeline: str = "pil"              # pil: torchvision transforms in DataLoader workers;
+                                       # device: the training set as one uint8 tensor on the
+                                       #   training device, augmented per sample in batched ops
+                                       #   (sincere/augment.py; not for imagefolder)
+    augment_threads: int = 1           # device pipeline on a CPU: intra-op threads of the
+                                       #   augmentation (0: torch's setting)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -300,6 +306,13 @@ def validate(config) -> None:
                 obj = getattr(obj, part)
             if obj < 1:
                 raise ConfigError(f"{key} must be at least 1; got {obj}")
+        if config.data.pipeline not in ("pil", "device"):
+            raise ConfigError(f"data.pipeline {config.data.pipeline!r} unknown; choose pil "
+                              "(DataLoader workers) or device (batched on the training device)")
+        if config.data.pipeline == "device" and config.dataset == "imagefolder":
+            raise ConfigError("data.pipeline=device needs an in-memory dataset (cifar10, "
+                              "cifar100, fashion-mnist, digits); use data.pipeline=pil for "
+                              "imagefolder")
         if config.loss.temperature <= 0:
             raise ConfigError(f"loss.temperature must be positive; got {config.loss.temperature}")
         d = config.distributed

@@ -344,6 +344,38 @@ def build_data(config: PretrainConfig, download: bool = True) -> DataBundle:
         in_channels=in_channels, image_size=size, mean=tuple(mean), std=tuple(std))
 
 
+def dataset_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of an in-memory dataset as one uint8 tensor (N, C, H, W) and its labels (N,)
+    int64, for the on-device augmentation (:class:`sincere.augment.DeviceTwoViewLoader`).
+
+    Takes an :class:`ArrayImages` (CIFAR, Fashion-MNIST, digits) or a ``Subset`` of one at any
+    depth (the stratified subsets of :func:`build_data`, e.g. ``DataBundle.train``); the
+    dataset's transform is ignored."""
+    indices = None
+    base = dataset
+    while isinstance(base, Subset):
+        level = np.asarray(base.indices, dtype=np.int64)
+        indices = level if indices is None else level[indices]
+        base = base.dataset
+    if not isinstance(base, ArrayImages):
+        from torchvision.datasets import ImageFolder
+        if isinstance(base, ImageFolder):
+            raise ValueError(
+                "dataset=imagefolder is not supported by the on-device pipeline (its images are "
+                "files of varying sizes, cropped before resizing); use data.pipeline=pil")
+        raise ValueError(f"dataset_tensors needs an ArrayImages dataset or a Subset of one; got "
+                         f"{type(base).__name__} — use data.pipeline=pil for other datasets")
+    images = base.images if indices is None else base.images[indices]
+    labels = np.asarray(base.targets, dtype=np.int64)
+    labels = labels if indices is None else labels[indices]
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise ValueError(f"ArrayImages must hold uint8 (N, H, W) or (N, H, W, C) images; got "
+                         f"{images.dtype} {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+    return x, torch.from_numpy(np.ascontiguousarray(labels))
+
+
 def install_fashion_mnist(root: str | Path) -> Path:
     """Copy Fashion-MNIST from Debian's package folder into ``root`` (the Makefile's data step)."""
     target = Path(root) / "FashionMNIST" / "raw"

@@ -60,7 +60,8 @@ from sincere.checkpoint import (
     set_rng_state,
 )
 from sincere.config import ConfigError, PretrainConfig, dump_config
-from sincere.data import DataBundle, build_data
+from sincere.augment import DeviceTwoViewLoader, build_augment
+from sincere.data import DataBundle, build_data, dataset_tensors
 from sincere.distributed import DistEnv, DistributedError, resolve_device  # noqa: F401
 from sincere.losses import SINCERELoss, SupConLoss, build_loss
 from sincere.models import ContrastiveModel, build_model, count_parameters
@@ -164,13 +165,40 @@ def _loader(data: DataBundle, config: PretrainConfig, epoch: int, env: DistEnv) 
                       **common)
 
 
+def device_pipeline(data: DataBundle, config: PretrainConfig, device) -> dict:
+    """``data.pipeline=device``: the training set as uint8 tensors on the training device (moved
+    once) and the batched, per-sample two-view augmentation of sincere/augment.py."""
+    images, labels = dataset_tensors(data.train)
+    threads = config.data.augment_threads or None
+    augment = build_augment(config.data.augment, data.image_size, data.mean, data.std,
+                            config.n_views, threads=threads)
+    return {"images": images.to(device), "labels": labels.to(device), "augment": augment}
+
+
+def _device_loader(pipeline: dict, config: PretrainConfig, epoch: int,
+                   env: DistEnv) -> DeviceTwoViewLoader:
+    g = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, env.rank))
+    sampler = None
+    if env.distributed:                       # the same split of the permutation as _loader
+        sampler = DistributedSampler(range(len(pipeline["images"])),
+                                     num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                     seed=config.seed * 1_000_003, drop_last=True)
+        sampler.set_epoch(epoch)
+    return DeviceTwoViewLoader(pipeline["images"], pipeline["labels"], pipeline["augment"],
+                               per_rank_batch(config, env), generator=g, sampler=sampler)
+
+
 def batch_source(data: DataBundle, config: PretrainConfig, epoch: int, env: DistEnv,
-                 channels_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 channels_last: bool, pipeline: Optional[dict] = None,
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's batches of one epoch as ``(x, labels)`` on its device: ``x`` holds the
     (b * n_views, C, H, W) augmented views image-major (row i * n_views + v is view v of image
-    i), ``labels`` the b class labels."""
+    i), ``labels`` the b class labels. With ``pipeline`` (see :func:`device_pipeline`) the
+    views are made on the device; otherwise by the PIL DataLoader."""
     device = env.device
-    for views, labels in _loader(data, config, epoch, env):
+    loader = (_device_loader(pipeline, config, epoch, env) if pipeline is not None
+              else _loader(data, config, epoch, env))
+    for views, labels in loader:
         x = views.flatten(0, 1).to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -353,6 +381,7 @@ def _pretrain(config: PretrainConfig, env: DistEnv, progress: bool,
     data = build_data(config)
     if main:
         env.barrier()
+    pipeline = device_pipeline(data, config, device) if config.data.pipeline == "device" else None
     model = build_model(config, data.in_channels).to(device)
     if config.distributed.sync_bn and env.distributed:
         if not on_cuda:
@@ -429,7 +458,8 @@ def _pretrain(config: PretrainConfig, env: DistEnv, progress: bool,
         gradients = GradientMonitor(config, epoch)
         n_batches, n_images = 0, 0
         t0 = time.perf_counter()
-        bar = tqdm(batch_source(data, config, epoch, env, channels_last), total=steps_per_epoch,
+        bar = tqdm(batch_source(data, config, epoch, env, channels_last, pipeline),
+                   total=steps_per_epoch,
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
                    dynamic_ncols=True)
         for x, labels in bar:

@@ -328,3 +328,23 @@ def test_paper_config_dry_run_on_cifar_format_archive(tmp_path):
     assert record["step"] == 2 and np.isfinite(record["loss"]) and "knn_top1" in record
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert state["stopped_at_max_steps"] and state["step"] == 2
+
+
+def test_pretraining_with_the_on_device_pipeline(tmp_path):
+    """data.pipeline=device: the same training on views made by sincere/augment.py from the
+    training set held as one uint8 tensor; it learns (kNN far above chance, loss falls) and a
+    seed fixes it (two runs give the same losses)."""
+    common = DIGITS + ["epochs=3", "data.pipeline=device", "knn_every=0",
+                       "monitor.gradients_every=0", "monitor.heldout_every=0"]
+    logs = []
+    for name in ("a", "b"):
+        run = pretrain(load_config(None, common + [f"run_dir={tmp_path / name}"]), progress=False)
+        logs.append([json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()])
+    assert [r["loss"] for r in logs[0]] == [r["loss"] for r in logs[1]]
+    assert logs[0][-1]["loss"] < 0.8 * logs[0][0]["loss"]
+    assert logs[0][-1]["knn_top1"] > 0.8                     # chance is 0.1
+
+
+def test_unknown_pipeline_is_named():
+    with pytest.raises(ConfigError, match="data.pipeline 'gpu' unknown"):
+        load_config(None, ["data.pipeline=gpu"])

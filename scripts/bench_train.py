@@ -1,0 +1,471 @@
+"""Benchmark: the PIL DataLoader against the on-device augmentation, alone and feeding training.
+
+(a) Data pipeline, views/s: the PIL path of pretraining (``build_data`` from a config, then a
+    DataLoader built as ``sincere.pretrain`` builds it: shuffled, drop_last, ``--workers``
+    worker processes) against ``sincere.augment.DeviceTwoViewLoader`` (the same images as one
+    uint8 tensor on the device, SupCon's augmentation as batched per-view tensor ops; on a CPU
+    once with torch's intra-op threads and once with ``--augment-threads``, default 1), in
+    interleaved rounds (the order rotates), medians over rounds. PIL is timed in steady state:
+    from its first batch (worker start-up, reported apart) to its last; on-device over an epoch.
+    Settings: the mini config (Fashion-MNIST, 10,000-image subset, 28x28x1, batch 256 x 2 views)
+    and CIFAR-10-shaped data (the paper config's batch of 512 x 2 views; random uint8 32x32x3
+    images written in CIFAR's own pickle format to a temporary folder and read by
+    ``sincere.data.load_cifar``, because CIFAR cannot be downloaded here).
+(b) Training step, views/s: forward + backward + loss + SGD step of ``sincere.models.build_model``
+    with the config's model and loss, fed by pre-made tensors already on the device (the
+    model-only ceiling), by the on-device pipeline, and by the PIL DataLoader; round-robin over
+    the feeds, medians. For the mini config and the paper config (ResNet-50 on CIFAR-shaped
+    data; on a CPU with ``--paper-batch`` images, default 8, and few steps). On CUDA: bf16
+    autocast, channels_last and fused SGD as in pretraining, and peak GPU memory per feed.
+
+    python scripts/bench_train.py                            # -> results/benchmarks/training.md
+    python scripts/bench_train.py --device cuda --steps 20 --out /tmp/training-cuda.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import pickle
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sincere.augment import DeviceTwoViewLoader, build_augment  # noqa: E402
+from sincere.config import PretrainConfig, load_config  # noqa: E402
+from sincere.data import DataBundle, build_data, dataset_tensors  # noqa: E402
+from sincere.losses import build_loss  # noqa: E402
+from sincere.models import build_model, count_parameters  # noqa: E402
+from sincere.optim import build_optimizer  # noqa: E402
+
+MINI = ROOT / "configs" / "mini" / "fashion_mnist.yaml"
+PAPER = ROOT / "configs" / "paper" / "cifar10.yaml"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def write_cifar_folder(root: Path, per_batch: int, seed: int = 0) -> None:
+    """A CIFAR-10 folder in the official pickle format holding random uint8 images."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, per_batch).tolist()
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels, "batch_label": name}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+
+
+@dataclass
+class Setting:
+    name: str
+    description: str
+    config: PretrainConfig
+    data: DataBundle
+    images: torch.Tensor = field(default=None)     # uint8 (N, C, H, W) on the device
+    labels: torch.Tensor = field(default=None)
+
+
+def make_setting(name: str, description: str, config: PretrainConfig,
+                 device: torch.device) -> Setting:
+    data = build_data(config, download=False)
+    images, labels = dataset_tensors(data.train)
+    return Setting(name, description, config, data, images.to(device), labels.to(device))
+
+
+def pil_loader(s: Setting, seed: int, device: torch.device, batch_size: int = 0) -> DataLoader:
+    """The single-process pretraining DataLoader (as sincere.pretrain builds it)."""
+    return DataLoader(s.data.train, batch_size=batch_size or s.config.batch_size, shuffle=True,
+                      drop_last=True, num_workers=s.config.data.num_workers,
+                      generator=torch.Generator().manual_seed(seed),
+                      pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+def device_loader(s: Setting, seed: int, batch_size: int = 0,
+                  threads: int | None = None) -> DeviceTwoViewLoader:
+    c = s.config
+    augment = build_augment(c.data.augment, s.data.image_size, s.data.mean, s.data.std,
+                            c.n_views, threads=threads)
+    return DeviceTwoViewLoader(s.images, s.labels, augment, batch_size or c.batch_size,
+                               generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) the data pipelines alone
+# ---------------------------------------------------------------------------------------------
+
+
+def time_pil(s: Setting, n_batches: int, seed: int, device: torch.device):
+    """(steady-state views/s, worker start-up s) over ``n_batches`` after the first."""
+    loader = pil_loader(s, seed, device)
+    t0 = time.perf_counter()
+    it = iter(loader)
+    next(it)
+    t1 = time.perf_counter()
+    views = None
+    for _ in range(n_batches):
+        views, labels = next(it)
+        views = views.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+    sync(device)
+    t2 = time.perf_counter()
+    del it                                   # shut the workers down before anything else runs
+    return n_batches * views.shape[0] * views.shape[1] / (t2 - t1), t1 - t0
+
+
+def time_device(s: Setting, n_batches: int, seed: int, device: torch.device,
+                threads: int | None = None) -> float:
+    loader = device_loader(s, seed, threads=threads)
+    sync(device)
+    t0 = time.perf_counter()
+    views = None
+    for _, (views, labels) in zip(range(n_batches), loader):
+        pass
+    sync(device)
+    return n_batches * views.shape[0] * views.shape[1] / (time.perf_counter() - t0)
+
+
+def bench_pipeline(s: Setting, n_batches: int, rounds: int, device: torch.device,
+                   augment_threads: int) -> dict:
+    """PIL: ``n_batches`` after its first; on-device (with torch's threads, and on a CPU also
+    with ``augment_threads``): a whole epoch (fast enough, and a longer run is less at the
+    mercy of scheduling noise). The entries take turns, in a rotating order."""
+    available = len(s.data.train) // s.config.batch_size
+    if available < n_batches + 1:
+        raise SystemExit(f"{s.name}: {available} batches per epoch; --batches must be below it")
+    entries = ["pil", "device"] + (["device-threads"] if device.type == "cpu" else [])
+    time_device(s, 2, seed=999, device=device)                      # warm-up
+    res = {e: [] for e in entries}
+    res["startup"] = []
+    for r in range(rounds):
+        for which in entries[r % len(entries):] + entries[:r % len(entries)]:
+            if which == "pil":
+                v, st = time_pil(s, n_batches, seed=r, device=device)
+                res["pil"].append(v)
+                res["startup"].append(st)
+            else:
+                threads = augment_threads if which == "device-threads" else None
+                res[which].append(time_device(s, available, seed=r, device=device,
+                                              threads=threads))
+        print(f"  {s.name} round {r + 1}/{rounds}: " + "   ".join(
+            f"{e} {res[e][-1]:8.0f}" for e in entries) + " views/s", flush=True)
+    res["n_batches"], res["device_batches"] = n_batches, available
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) training steps
+# ---------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """One pretraining step as sincere.pretrain takes it (without its logging)."""
+
+    def __init__(self, config: PretrainConfig, in_channels: int, device: torch.device):
+        on_cuda = device.type == "cuda"
+        self.device = device
+        self.model = build_model(config, in_channels).to(device)
+        self.channels_last = config.channels_last and on_cuda
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        self.loss_fn = build_loss(config.loss.name, **config.loss.kwargs())
+        self.optimizer = build_optimizer(self.model, config.optim, fused=on_cuda)
+        self.autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                                       enabled=on_cuda and config.amp)
+
+    def step(self, views: torch.Tensor, labels: torch.Tensor) -> float:
+        batch, n_views = views.shape[:2]
+        x = views.flatten(0, 1).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(self.device, non_blocking=True)
+        with self.autocast:
+            z = self.model(x)
+        loss = self.loss_fn(z.float().view(batch, n_views, -1), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()                   # the loop reads the loss every step, as pretraining
+
+
+FEEDS = ("pre-made tensors (ceiling)", "on-device pipeline", "PIL DataLoader")
+
+
+def bench_training(s: Setting, batch: int, steps: int, rounds: int, device: torch.device,
+                   augment_threads: int | None) -> dict:
+    trainer = Trainer(s.config, s.data.in_channels, device)
+    fixed = next(iter(device_loader(s, seed=12345, batch_size=batch)))
+    n_views = s.config.n_views
+    times = {f: [] for f in FEEDS}
+    memory = {f: 0 for f in FEEDS}
+
+    def batches(feed: str, seed: int):
+        if feed == FEEDS[0]:
+            while True:
+                yield fixed
+        elif feed == FEEDS[1]:
+            while True:
+                yield from device_loader(s, seed, batch, threads=augment_threads)
+        else:
+            while True:
+                yield from pil_loader(s, seed, device, batch)
+
+    trainer.step(*fixed)                                          # warm-up (allocations, cudnn)
+    for r in range(rounds):
+        for feed in FEEDS:
+            source = batches(feed, seed=r)
+            trainer.step(*next(source))              # untimed: PIL workers start, queues fill
+            sync(device)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                trainer.step(*next(source))
+            sync(device)
+            times[feed].append(steps * batch * n_views / (time.perf_counter() - t0))
+            source.close()                                        # stops PIL workers
+            if device.type == "cuda":
+                memory[feed] = max(memory[feed], torch.cuda.max_memory_allocated(device))
+            print(f"  {s.name} train round {r + 1}/{rounds}: {feed:28s} "
+                  f"{times[feed][-1]:8.1f} views/s", flush=True)
+    return {"times": times, "memory": memory, "batch": batch, "steps": steps, "rounds": rounds,
+            "params": count_parameters(trainer.model)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+
+
+def machine(device: torch.device) -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}"
+    if device.type == "cuda":
+        text += f"; GPU {torch.cuda.get_device_name(device)}"
+    return text
+
+
+def spread(values) -> str:
+    fmt = ",.0f" if statistics.median(values) >= 100 else ".1f"
+    return (f"{statistics.median(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})")
+
+
+def render(pipeline: dict, training: dict, settings: dict, args, device, command: str,
+           wall: float, load: tuple) -> str:
+    on_cuda = device.type == "cuda"
+    on_cpu = device.type == "cpu"
+    lines = [
+        "# Training throughput: PIL DataLoader vs on-device augmentation",
+        "",
+        f"- Machine: {machine(device)}; device `{device}`",
+        f"- torch {torch.__version__}, torchvision "
+        f"{__import__('torchvision').__version__}, Python {platform.python_version()}, "
+        f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; the whole run took {wall / 60:.1f} min",
+        f"- Command: `{command}`",
+        f"- PIL DataLoader: `build_data` + `DataLoader(shuffle=True, drop_last=True, "
+        f"num_workers={args.workers})` as in `sincere/pretrain.py`; on-device: "
+        "`sincere.augment.DeviceTwoViewLoader` (the dataset as one uint8 tensor on the device, "
+        "per-view random crop / flip / colour jitter / grayscale as batched tensor ops).",
+        "- CIFAR-10-shaped data: random uint8 32x32x3 images written in CIFAR's pickle format "
+        f"({5 * args.cifar_per_batch:,} training images) and read by `load_cifar` — CIFAR cannot "
+        "be downloaded on this machine; augmentation cost does not depend on the pixel values "
+        "beyond noise.",
+        "- The machine may be shared with other jobs: every comparison is side by side in one "
+        "process (interleaved rounds), so both sides see the same conditions; medians with "
+        "(min–max) over rounds. 1-minute load average at the start and the end of the run: "
+        f"{load[0]:.2f}, {load[1]:.2f} (on {os.cpu_count()} cores; this run's own work adds "
+        "about 1-2).",
+        "",
+        "## (a) Data pipeline alone",
+        "",
+        f"Views per second delivered to the device, {args.rounds} interleaved rounds. PIL: "
+        f"{args.batches} batches per round, timed in steady state after its first batch; its "
+        "worker start-up (paid again every epoch, since pretraining builds a new loader per "
+        "epoch) is listed apart. On-device: one whole epoch per round (all full batches of the "
+        "training set)"
+        + (f", once with torch's {torch.get_num_threads()} intra-op threads (as training uses) "
+           f"and once with `threads={args.augment_threads}` (the augmentation switches to that "
+           "many threads for each batch and back)" if on_cpu else "") + ".",
+        "",
+        f"| data | batch | PIL DataLoader, {args.workers} workers | on-device, "
+        f"{torch.get_num_threads()} threads | on-device / PIL |"
+        + (f" on-device, {args.augment_threads} thread{'s' * (args.augment_threads != 1)} | "
+           "on-device / PIL |"
+           if on_cpu else "") + " PIL start-up, s |",
+        "|---|---|---:|---:|---:|" + ("---:|---:|" if on_cpu else "") + "---:|",
+    ]
+    verdicts = []
+    for name, res in pipeline.items():
+        s = settings[name]
+        pil = statistics.median(res["pil"])
+        ratio = statistics.median(res["device"]) / pil
+        row = (f"| {s.description} | {s.config.batch_size} x {s.config.n_views} | "
+               f"{spread(res['pil'])} | {spread(res['device'])} | **{ratio:.1f}x** |")
+        if on_cpu:
+            ratio_t = statistics.median(res["device-threads"]) / pil
+            row += f" {spread(res['device-threads'])} | **{ratio_t:.1f}x** |"
+        lines.append(row + f" {statistics.median(res['startup']):.2f} |")
+        verdicts.append((s.description, ratio, ratio_t if on_cpu else None))
+    if verdicts:
+        threads = torch.get_num_threads()
+
+        def verdict(d, r, r_t):
+            text = f"{d}: {r:.1f}x with {threads} threads"
+            if r_t is not None:
+                text += f", {r_t:.1f}x with threads={args.augment_threads}"
+            return text + f" — {'met' if max(r, r_t or 0) >= 5 else 'NOT met'}"
+        lines += ["", "Acceptance (on-device at least 5x the views/s of the PIL DataLoader with "
+                  f"{args.workers} workers, side by side): "
+                  + "; ".join(verdict(*v) for v in verdicts) + "."]
+    if training:
+        lines += [
+            "",
+            "## (b) Training step",
+            "",
+            "Views per second of forward + backward + loss + SGD step (the loss read back every "
+            "step, as the pretraining loop does), fed by each source; round-robin over the "
+            "feeds (rounds x timed steps in the batch column), one untimed step before each "
+            "timed run"
+            " (PIL workers start, queues fill). The ceiling trains on one pre-made batch "
+            "already on the device."
+            + (f" The on-device feed augments with `threads={args.augment_threads}`, the model "
+               f"trains with {torch.get_num_threads()} threads." if on_cpu else "")
+            + (" bf16 autocast, channels_last, fused SGD; peak GPU memory per feed "
+               "(includes the dataset tensor on the device)." if on_cuda else ""),
+            "",
+            "| config | model | batch | feed | views/s | / ceiling |"
+            + (" peak GPU MiB |" if on_cuda else ""),
+            "|---|---|---|---|---:|---:|" + ("---:|" if on_cuda else ""),
+        ]
+        for name, res in training.items():
+            s = settings[name]
+            m = s.config.model
+            ceiling = statistics.median(res["times"][FEEDS[0]])
+            for feed in FEEDS:
+                v = statistics.median(res["times"][feed])
+                mem = f" {res['memory'][feed] / 2**20:,.0f} |" if on_cuda else ""
+                lines.append(
+                    f"| {name} ({s.config.dataset}) | {m.arch} width {m.width} "
+                    f"({res['params'] / 1e6:.1f}M) | {res['batch']} x {s.config.n_views}, "
+                    f"{res['rounds']} x {res['steps']} steps | {feed} | "
+                    f"{spread(res['times'][feed])} | {v / ceiling:.2f} |{mem}")
+        if not on_cuda and "paper" in training:
+            paper_batch = settings["paper"].config.batch_size
+            lines += ["", f"On the CPU the paper config runs at batch {args.paper_batch} images "
+                      f"(the paper's is {paper_batch}) "
+                      "and few steps: ResNet-50 at 32x32 with a stride-1 stem is far too slow "
+                      "here for more; its numbers size the data pipeline's share, not the GPU "
+                      "run."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--workers", type=int, default=2, help="PIL DataLoader worker processes")
+    p.add_argument("--augment-threads", type=int, default=1,
+                   help="CPU: threads of the on-device augmentation's second run in (a) and of "
+                        "its feed in (b)")
+    p.add_argument("--rounds", type=int, default=5, help="pipeline rounds")
+    p.add_argument("--batches", type=int, default=6, help="batches per pipeline round")
+    p.add_argument("--steps", type=int, default=0,
+                   help="timed training steps per feed and round (0: 3 on CPU, 30 on CUDA)")
+    p.add_argument("--paper-steps", type=int, default=0,
+                   help="the same for the paper config (0: 2 on CPU, as --steps on CUDA)")
+    p.add_argument("--train-rounds", type=int, default=0,
+                   help="training rounds (0: 2 on CPU, 3 on CUDA)")
+    p.add_argument("--paper-rounds", type=int, default=0,
+                   help="training rounds for the paper config (0: 1 on CPU, as --train-rounds "
+                        "on CUDA)")
+    p.add_argument("--paper-batch", type=int, default=0,
+                   help="images per step for the paper config (0: 8 on CPU, 512 on CUDA)")
+    p.add_argument("--cifar-per-batch", type=int, default=2000,
+                   help="images per CIFAR-format batch file (5 training files)")
+    p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "training.md"))
+    args = p.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device} but CUDA is not available here; use cpu")
+    on_cuda = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True
+    args.steps = args.steps or (30 if on_cuda else 3)
+    args.paper_steps = args.paper_steps or (args.steps if on_cuda else 2)
+    args.train_rounds = args.train_rounds or (3 if on_cuda else 2)
+    args.paper_rounds = args.paper_rounds or (args.train_rounds if on_cuda else 1)
+    args.paper_batch = args.paper_batch or (512 if on_cuda else 8)
+    command = "python scripts/bench_train.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    start = time.perf_counter()
+    load_start = os.getloadavg()[0]
+
+    common = [f"data.num_workers={args.workers}", f"device={device}"]
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        write_cifar_folder(Path(tmp), args.cifar_per_batch)
+        mini = load_config(MINI, common + [f"data.root={ROOT / 'data'}"])
+        paper = load_config(PAPER, common + [f"data.root={tmp}"])
+        settings = {
+            "mini": make_setting("mini", "Fashion-MNIST 28x28x1 (mini config)", mini, device),
+            "paper": make_setting("paper", "CIFAR-10-shaped 32x32x3 (paper config)", paper,
+                                  device),
+        }
+        print(f"{machine(device)}; device {device}", flush=True)
+        pipeline = {}
+        for name, s in settings.items():
+            print(f"(a) pipeline: {s.description}, batch {s.config.batch_size} x "
+                  f"{s.config.n_views}", flush=True)
+            pipeline[name] = bench_pipeline(s, args.batches, args.rounds, device,
+                                            args.augment_threads)
+        training = {}
+        if not args.skip_training:
+            for name, s in settings.items():
+                batch = s.config.batch_size if name == "mini" else args.paper_batch
+                steps = args.steps if name == "mini" else args.paper_steps
+                rounds = args.train_rounds if name == "mini" else args.paper_rounds
+                print(f"(b) training: {name} ({s.config.model.arch} width "
+                      f"{s.config.model.width}), batch {batch} x {s.config.n_views}", flush=True)
+                training[name] = bench_training(s, batch, steps, rounds, device,
+                                                args.augment_threads if not on_cuda else None)
+        wall = time.perf_counter() - start
+        report = render(pipeline, training, settings, args, device, command.strip(), wall,
+                        (load_start, os.getloadavg()[0]))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(report)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
