@@ -44,7 +44,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_losses import _status_kib, machine_description, make_inputs, sync  # noqa: E402
+from bench_losses import (  # noqa: E402
+    _status_kib,
+    machine_description,
+    make_inputs,
+    round_robin,
+    sync,
+)
 
 from sincere.losses import build_loss  # noqa: E402
 
@@ -127,18 +133,7 @@ def measure(loss: str, chunk: int, size: int, args) -> dict | None:
 def time_side_by_side(size: int, entries, args) -> dict:
     z, labels = make_inputs(size, args.dim, args.classes, args.device)
     steps = {e: make_step(e[0], e[1], z, labels, args.temperature) for e in entries}
-    for step in steps.values():                             # warm-up
-        step()
-    times = {e: [] for e in entries}
-    for r in range(args.rounds):
-        order = entries[r % len(entries):] + entries[:r % len(entries)]
-        for e in order:
-            sync(args.device)
-            t0 = time.perf_counter()
-            steps[e]()
-            sync(args.device)
-            times[e].append(time.perf_counter() - t0)
-    return times
+    return round_robin(steps, args.rounds, args.device)
 
 
 # ---------------------------------------------------------------------------------------------

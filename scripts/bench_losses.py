@@ -92,23 +92,28 @@ def sync(device: str):
         torch.cuda.synchronize()
 
 
+def round_robin(steps: dict, rounds: int, device: str) -> dict:
+    """Time every callable of ``steps`` once per round after one warm-up call each; the order
+    rotates every round so machine noise hits all entries alike. Returns key -> seconds list."""
+    for step in steps.values():         # warm-up
+        step()
+    names = list(steps)
+    times = {e: [] for e in names}
+    for r in range(rounds):
+        for e in names[r % len(names):] + names[:r % len(names)]:
+            sync(device)
+            t0 = time.perf_counter()
+            steps[e]()
+            sync(device)
+            times[e].append(time.perf_counter() - t0)
+    return times
+
+
 def time_entries(size, args) -> dict[str, list[float]]:
     z, labels = make_inputs(size, args.dim, args.classes, args.device)
     steps = {e: make_step(e, z, labels, args.temperature) for e in ENTRIES}
-    times = {e: [] for e in ENTRIES}
     rounds = args.rounds or max(5, min(40, int(40 * (1024 / size) ** 2)))
-    for step in steps.values():         # warm-up
-        step()
-    names = list(ENTRIES)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for e in order:
-            sync(args.device)
-            t0 = time.perf_counter()
-            steps[e]()
-            sync(args.device)
-            times[e].append(time.perf_counter() - t0)
-    return times
+    return round_robin(steps, rounds, args.device)
 
 
 # ---------------------------------------------------------------------------------------------
