@@ -48,24 +48,38 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, fn, port: int, args: tuple) -> None:
+def _entry(rank: int, fn, port: int, report: str, args: tuple) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    fn(rank, *args)
+    try:
+        fn(rank, *args)
+    except BaseException:                 # keep every rank's traceback, not only the first
+        import traceback
+        Path(report, f"rank{rank}.txt").write_text(traceback.format_exc())
+        raise
 
 
-def launch(fn, *args, timeout: float = 150.0) -> None:
-    """Run ``fn(rank, *args)`` in WORLD spawned processes; fail (not hang) past ``timeout``."""
-    ctx = mp.start_processes(_entry, args=(fn, _free_port(), args), nprocs=WORLD, join=False,
-                             start_method="spawn")
+def launch(fn, *args, timeout: float = 300.0) -> None:
+    """Run ``fn(rank, *args)`` in WORLD spawned processes; fail (not hang) past ``timeout``.
+    A failure reports the traceback of every rank that raised (a rank that dies makes the
+    others fail at their next collective, which says little by itself)."""
+    import tempfile
+    report = tempfile.mkdtemp(prefix="ranks-")
+    ctx = mp.start_processes(_entry, args=(fn, _free_port(), report, args), nprocs=WORLD,
+                             join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=max(deadline - time.monotonic(), 0.1)):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.terminate()
-            pytest.fail(f"distributed workers still running after {timeout:.0f} s")
+    try:
+        while not ctx.join(timeout=max(deadline - time.monotonic(), 0.1)):
+            if time.monotonic() > deadline:
+                for p in ctx.processes:
+                    if p.is_alive():
+                        p.terminate()
+                pytest.fail(f"distributed workers still running after {timeout:.0f} s")
+    except mp.ProcessRaisedException as err:
+        ranks = "\n".join(f"--- {f.name}\n{f.read_text()}"
+                          for f in sorted(Path(report).glob("rank*.txt")))
+        pytest.fail(f"a distributed worker failed: {err}\n{ranks}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +243,7 @@ def test_per_gpu_loss_is_the_mean_of_per_rank_losses(math_results):
 
 E2E = DIGITS + ["data.subset=128", "batch_size=32", "epochs=2", "knn_every=0",
                 "deterministic=true", "threads=1", "checkpoint_every=1", "device=cpu",
-                "distributed.timeout_min=2"]          # 4 steps per epoch, 16 images per rank
+                "distributed.timeout_min=5"]          # 4 steps per epoch, 16 images per rank
 
 
 class Killed(Exception):
