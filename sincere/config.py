@@ -287,6 +287,14 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
     return config
 
 
+def from_dict(values: dict[str, Any], cls=PretrainConfig):
+    """A config from plain data (e.g. the ``config`` saved in a checkpoint); keys added to the
+    classes since it was written take their defaults."""
+    config = _build(cls, values)
+    validate(config)
+    return config
+
+
 def validate(config) -> None:
     """Checks across fields that types alone cannot express."""
     if isinstance(config, PretrainConfig):

@@ -46,3 +46,31 @@ def test_the_kl_bound_estimate_rises_with_training(log):
     kl = [r["kl_lower_bound"] for r in records]
     assert kl[-1] > kl[0]
     assert max(kl) < 5.5
+
+
+HARD = ROOT / "results" / "hard-negatives"
+TRAINED = {"fashion-mnist-infonce-mini": "loss_infonce", "fashion-mnist-hucl-b1-mini":
+           "loss_hucl_b1", "fashion-mnist-sincere-mini": "loss_sincere",
+           "fashion-mnist-hscl-b1-mini": "loss_hscl_b1", "fashion-mnist-hscl-b2-mini":
+           "loss_hscl_b2"}
+
+
+def test_the_hard_negative_results_are_complete():
+    for name in ("accuracy.md", "accuracy.csv", "curves.md", "REPORT.md", "summary.json",
+                 "fig5_losses_same_batches.png", "fig4_assumption1.png"):
+        assert (HARD / name).is_file(), name
+    summary = json.loads((HARD / "summary.json").read_text())
+    assert len(summary) == 5
+    assert sorted(p.name for p in (HARD / "runs").iterdir()) == sorted(TRAINED)
+
+
+@pytest.mark.parametrize("run,trained", sorted(TRAINED.items()))
+def test_each_hard_negative_run_logs_the_four_losses_and_assumption_1(run, trained):
+    """Every run logs UCL, H-UCL, SCL and H-SCL (beta 1, 2) on its own batches — the logged
+    value of the loss it trains is the trained loss — and the Assumption-1 fractions."""
+    for record in read_log(HARD / "runs" / run / "metrics.jsonl"):
+        assert record["loss"] == pytest.approx(record[trained], rel=1e-5)
+        for key in ("loss_infonce", "loss_sincere", "loss_hucl_b1", "loss_hscl_b1",
+                    "loss_hucl_b2", "loss_hscl_b2"):
+            assert key in record
+        assert 0.0 <= record["assumption1_b1"] <= 1.0 and 0.0 <= record["assumption1_b2"] <= 1.0
