@@ -163,18 +163,21 @@ def measure_memory(entry: str, size: int, args) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def machine_description(args) -> str:
-    if args.device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    model = platform.processor() or "unknown CPU"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores visible, torch.set_num_threads({args.threads})"
+    return platform.processor() or "unknown CPU"
+
+
+def machine_description(args) -> str:
+    if args.device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"{cpu_model()}, {os.cpu_count()} cores visible, torch.set_num_threads({args.threads})"
 
 
 def render(results, args, command: str) -> str:

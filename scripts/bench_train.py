@@ -42,6 +42,9 @@ from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_losses import cpu_model  # noqa: E402
 
 from sincere.augment import DeviceTwoViewLoader, build_augment  # noqa: E402
 from sincere.config import PretrainConfig, load_config  # noqa: E402
@@ -256,15 +259,7 @@ def bench_training(s: Setting, batch: int, steps: int, rounds: int, device: torc
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}"
+    text = f"{cpu_model()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}"
     if device.type == "cuda":
         text += f"; GPU {torch.cuda.get_device_name(device)}"
     return text
