@@ -23,10 +23,12 @@ for fp16/bf16 input) and returns an fp32 scalar; fp64 input is computed and retu
 
 Speed. SINCERE, InfoNCE, eps-SupInfoNCE and the hard-negative losses share one autograd Function
 (:class:`_NegativeContrast`) with the closed-form backward of the softplus form; SupCon has its own
-(:class:`_SupConFunction`). Each builds the n x n similarity matrix once, turns it in place into
-the exponentials the backward needs, and allocates one n x n gradient in backward: beyond the
-matmul floor (z @ z.T forward and backward) they do a handful of elementwise passes and no n x n
-masks (positives are gathered per class). Both are first-order only (no double backward).
+(:class:`_SupConFunction`). Each builds the n x n similarity matrix once and turns it in place
+into the exponentials the backward needs; the backward folds its per-row scale into two matmuls
+with that same matrix, so no n x n gradient is allocated (the one exception: the hard-negative
+losses with differentiated tilt weights, beta != 0, form one). Beyond the matmul floor
+(z @ z.T forward and backward) they do a handful of elementwise passes and no n x n masks
+(positives are gathered per class). Both are first-order only (no double backward).
 
 Memory. ``SINCERELoss``, ``InfoNCELoss`` and ``SupConLoss`` take ``chunk_size``: with it set, the
 loss is computed in row blocks of ``chunk_size`` anchors (:class:`_ChunkedNegativeContrast`,
@@ -54,6 +56,11 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 __all__ = [
+    "Batch",
+    "prepare_batch",
+    "check_temperature",
+    "check_chunk_size",
+    "loss_options",
     "SINCERELoss",
     "SupConLoss",
     "InfoNCELoss",
@@ -72,7 +79,7 @@ _NEG_INF = float("-inf")
 # --------------------------------------------------------------------------------------------
 
 
-class _Batch:
+class Batch:
     """A validated batch: flat fp32 embeddings and compact class ids.
 
     Attributes:
@@ -109,7 +116,7 @@ def _check_labels(labels, batch: int, device) -> Tensor:
     return labels.to(device=device, dtype=torch.long)
 
 
-def _prepare(features: Tensor, labels: Optional[Tensor], one_class_per_image: bool) -> _Batch:
+def prepare_batch(features: Tensor, labels: Optional[Tensor], one_class_per_image: bool) -> Batch:
     """Validate the SupCon-convention inputs and flatten them to (N, D) and (N,)."""
     if not isinstance(features, Tensor):
         raise TypeError(f"features must be a torch.Tensor; got {type(features).__name__}")
@@ -149,17 +156,40 @@ def _prepare(features: Tensor, labels: Optional[Tensor], one_class_per_image: bo
         classes = image_class.repeat(n_views)
         n_classes = counts.numel()
         n_pos = (counts * n_views - 1)[classes]
-    return _Batch(z, classes, n_classes, n_pos, shape)
+    return Batch(z, classes, n_classes, n_pos, shape)
 
 
-def _check_temperature(temperature: float) -> float:
+def check_temperature(temperature: float) -> float:
     temperature = float(temperature)
     if not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a positive finite number; got {temperature}")
     return temperature
 
 
-def _reduce(per_anchor: Tensor, batch: _Batch, reduction: str) -> Tensor:
+def check_chunk_size(chunk_size, allow_none: bool = True) -> Optional[int]:
+    """A positive int, the number of anchors per row block; with ``allow_none`` None too (the
+    dense n x n path of the losses)."""
+    if chunk_size is None and allow_none:
+        return None
+    problem = None
+    if isinstance(chunk_size, bool) or chunk_size is None:
+        problem = f"got {chunk_size!r}"
+    else:
+        try:
+            chunk_size = operator.index(chunk_size)
+        except TypeError:
+            problem = f"got {chunk_size!r} of type {type(chunk_size).__name__}"
+        else:
+            if chunk_size < 1:
+                problem = f"got {chunk_size}"
+    if problem is not None:
+        dense = " or None for the dense n x n path" if allow_none else ""
+        raise ValueError("chunk_size must be a positive integer (anchors per row block, e.g. "
+                         f"1024){dense}; {problem}")
+    return int(chunk_size)
+
+
+def _reduce(per_anchor: Tensor, batch: Batch, reduction: str) -> Tensor:
     """Mean over anchors that have a positive, or per-anchor values shaped like the input."""
     if reduction == "mean":
         n_valid = (batch.n_pos > 0).sum().clamp_min(1)
@@ -179,17 +209,33 @@ def _no_autocast(device: torch.device):
 # --------------------------------------------------------------------------------------------
 
 
-def _class_members(classes: Tensor, counts: Tensor) -> Tensor:
-    """(n_classes, largest class size) table of each class's sample indices in increasing order,
-    padded with the class's first member."""
-    n = classes.shape[0]
+def _class_layout(classes: Tensor, n_classes: int):
+    """O(n) description of the classes: sample indices sorted by class (stable), and each
+    class's first position in that order and its size."""
     order = torch.argsort(classes, stable=True)
+    counts = torch.bincount(classes, minlength=n_classes)
     starts = torch.cumsum(counts, 0) - counts
-    width = int(counts.max())
+    return order, starts, counts
+
+
+def _partner_table(classes: Tensor, order: Tensor, starts: Tensor, counts: Tensor, a: int, b: int):
+    """Own-class columns of anchors a..b-1: a (b-a, w) index table, w the largest class size among
+    these anchors, listing each anchor's class members in increasing order (itself included;
+    short rows padded with the class's last member), and the (b-a, w) mask of its real partners
+    P_t (not self, not padding). The dense losses take all anchors (a=0, b=n), the chunked ones
+    one row block at a time: memory O((b-a) w) <= O((b-a) n)."""
+    block_classes = classes[a:b]
+    size = counts[block_classes]
+    first = starts[block_classes]
+    width = int(size.max())
     col = torch.arange(width, device=classes.device)
-    first = starts[:, None]
-    return order[torch.where(col[None, :] < counts[:, None], first + col[None, :], first)
-                 .clamp_max(n - 1)]
+    index = first[:, None] + col[None, :]
+    index = torch.minimum(index, (first + size - 1)[:, None], out=index)    # pad: last member
+    partner = order[index]
+    del index
+    is_pair = col[None, :] < size[:, None]
+    is_pair &= partner != torch.arange(a, b, device=classes.device)[:, None]
+    return partner, is_pair
 
 
 def _softplus(x: Tensor) -> Tensor:
@@ -263,14 +309,9 @@ class _NegativeContrast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z, classes, n_classes, inv_temperature, eps, beta, detach_weights):
         n = z.shape[0]
-        anchor = torch.arange(n, device=z.device)
-        counts = torch.bincount(classes, minlength=n_classes)
-        members = _class_members(classes, counts)
-        partner = members[classes]                                 # (n, width): own class
-        width = partner.shape[1]
+        order, starts, counts = _class_layout(classes, n_classes)
+        partner, is_pair = _partner_table(classes, order, starts, counts, 0, n)  # own class
         n_pos = counts[classes] - 1
-        is_pair = torch.arange(width, device=z.device)[None, :] < counts[classes][:, None]
-        is_pair &= partner != anchor[:, None]
 
         has_neg = n_pos < n - 1
         tiny = torch.finfo(z.dtype).tiny / torch.finfo(z.dtype).eps
@@ -390,56 +431,6 @@ class _SupConFunction(torch.autograd.Function):
 # --------------------------------------------------------------------------------------------
 
 
-def _check_chunk_size(chunk_size) -> Optional[int]:
-    """None (the dense path) or a positive int: the number of anchors per row block."""
-    if chunk_size is None:
-        return None
-    problem = None
-    if isinstance(chunk_size, bool):
-        problem = f"got {chunk_size!r}"
-    else:
-        try:
-            chunk_size = operator.index(chunk_size)
-        except TypeError:
-            problem = f"got {chunk_size!r} of type {type(chunk_size).__name__}"
-        else:
-            if chunk_size < 1:
-                problem = f"got {chunk_size}"
-    if problem is not None:
-        raise ValueError(
-            "chunk_size must be a positive integer (anchors per row block, e.g. 1024) or None "
-            f"for the dense n x n path; {problem}")
-    return int(chunk_size)
-
-
-def _class_layout(classes: Tensor, n_classes: int):
-    """O(n) description of the classes: sample indices sorted by class (stable), and each
-    class's first position in that order and its size."""
-    order = torch.argsort(classes, stable=True)
-    counts = torch.bincount(classes, minlength=n_classes)
-    starts = torch.cumsum(counts, 0) - counts
-    return order, starts, counts
-
-
-def _block_partners(classes: Tensor, order: Tensor, starts: Tensor, counts: Tensor, a: int, b: int):
-    """Own-class columns of anchors a..b-1: a (b-a, w) index table, w the largest class size among
-    these anchors, listing each anchor's class members (itself included; short rows padded with
-    the class's last member), and the (b-a, w) mask of its real partners P_t (not self, not
-    padding). Memory O((b-a) w) <= O((b-a) n): never an n x (largest class) table."""
-    block_classes = classes[a:b]
-    size = counts[block_classes]
-    first = starts[block_classes]
-    width = int(size.max())
-    col = torch.arange(width, device=classes.device)
-    index = first[:, None] + col[None, :]
-    index = torch.minimum(index, (first + size - 1)[:, None], out=index)    # pad: last member
-    partner = order[index]
-    del index
-    is_pair = col[None, :] < size[:, None]
-    is_pair &= partner != torch.arange(a, b, device=classes.device)[:, None]
-    return partner, is_pair
-
-
 class _ChunkedNegativeContrast(torch.autograd.Function):
     """SINCERE's per-anchor term (Feeney & Hughes, Eq. 12) computed in row blocks of anchors:
 
@@ -468,7 +459,7 @@ class _ChunkedNegativeContrast(torch.autograd.Function):
         per_anchor = z.new_empty(n)
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
-            partner, is_pair = _block_partners(classes, order, starts, counts, a, b)
+            partner, is_pair = _partner_table(classes, order, starts, counts, a, b)
             sim = torch.mm(z[a:b] * inv_temperature, z.t())           # s_tj, chunk x n
             pos_sim = sim.gather(1, partner)
             sim.scatter_(1, partner, _NEG_INF)                         # keep only N_t
@@ -498,7 +489,7 @@ class _ChunkedNegativeContrast(torch.autograd.Function):
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
             zb, wb = z[a:b], weight[a:b, None]
-            partner, is_pair = _block_partners(classes, order, starts, counts, a, b)
+            partner, is_pair = _partner_table(classes, order, starts, counts, a, b)
             # s_tj - M_t in one matmul (M_t = -inf without negatives: +inf, all masked below)
             g = torch.addmm(log_mass[a:b, None], zb, z.t(), beta=-1.0, alpha=inv_t)
             sig = g.gather(1, partner).neg_()                               # x_tp = M_t - s_tp
@@ -592,7 +583,7 @@ class _ContrastiveLoss(nn.Module):
 
     def __init__(self, temperature: float = 0.1, reduction: str = "mean"):
         super().__init__()
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         if reduction not in ("mean", "none"):
             raise ValueError(f"reduction must be 'mean' or 'none'; got {reduction!r}")
         self.reduction = reduction
@@ -609,12 +600,12 @@ class _ContrastiveLoss(nn.Module):
             fp32 scalar (reduction='mean'), or per-anchor losses of shape (batch, n_views) or (N,)
             (reduction='none'; 0 for anchors without a positive).
         """
-        batch = _prepare(features, labels, self.one_class_per_image)
+        batch = prepare_batch(features, labels, self.one_class_per_image)
         with _no_autocast(batch.z.device):
             per_anchor = self._per_anchor(batch)
         return _reduce(per_anchor, batch, self.reduction)
 
-    def _per_anchor(self, batch: _Batch) -> Tensor:  # pragma: no cover - abstract
+    def _per_anchor(self, batch: Batch) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -632,7 +623,7 @@ class SINCERELoss(_ContrastiveLoss):
     def __init__(self, temperature: float = 0.1, reduction: str = "mean",
                  chunk_size: Optional[int] = None):
         super().__init__(temperature, reduction)
-        self.chunk_size = _check_chunk_size(chunk_size)
+        self.chunk_size = check_chunk_size(chunk_size)
 
     def _per_anchor(self, batch):
         if self.chunk_size is not None:
@@ -664,7 +655,7 @@ class SupConLoss(_ContrastiveLoss):
     def __init__(self, temperature: float = 0.1, reduction: str = "mean",
                  chunk_size: Optional[int] = None):
         super().__init__(temperature, reduction)
-        self.chunk_size = _check_chunk_size(chunk_size)
+        self.chunk_size = check_chunk_size(chunk_size)
 
     def _per_anchor(self, batch):
         if self.chunk_size is not None:
@@ -753,19 +744,30 @@ LOSSES: dict[str, type[_ContrastiveLoss]] = {
 }
 
 
+def _loss_class(name: str) -> type[_ContrastiveLoss]:
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
+    return LOSSES[key]
+
+
+def loss_options(name: str) -> tuple[str, ...]:
+    """The keyword options a loss takes, read from its constructor's signature: the single
+    source of which loss takes which option (e.g. ``('temperature', 'beta', 'detach_weights',
+    'reduction')`` for 'hscl')."""
+    return tuple(p for p in inspect.signature(_loss_class(name).__init__).parameters
+                 if p != "self")
+
+
 def build_loss(name: str, **kwargs) -> nn.Module:
     """Build a loss by its name: one of ``LOSSES`` (case-insensitive, '_' and '-' alike).
 
     >>> build_loss("sincere", temperature=0.1)
     SINCERELoss(temperature=0.1, reduction='mean')
     """
-    key = str(name).strip().lower().replace("_", "-")
-    if key not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(LOSSES)}")
-    cls = LOSSES[key]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    cls, valid = _loss_class(name), loss_options(name)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for loss {key!r}; valid: {', '.join(valid)}")
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for loss "
+                         f"{str(name).strip().lower()!r}; valid: {', '.join(valid)}")
     return cls(**kwargs)

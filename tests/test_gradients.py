@@ -1,4 +1,4 @@
-"""Gradient and KL-bound diagnostics (sincere.analysis.gradients) against autograd, the
+"""Gradient and KL-bound diagnostics (sincere.gradients) against autograd, the
 equation-by-equation references in tests/reference.py and direct loops."""
 
 from __future__ import annotations
@@ -10,17 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from sincere import SINCERELoss, SupConLoss
-from sincere.analysis.gradients import (
+from sincere.gradients import (
     CoefficientSummary,
     assumption1_fraction,
     assumption1_margin,
-    batch_diagnostics,
     coefficient_summary,
     gradient_coefficients,
     kl_lower_bound,
 )
+from tests.helpers import STRUCTURES, call_args, flat
 from tests.reference import anchor_terms, eq13_gradient, eq14_gradient
-from tests.test_losses import STRUCTURES, call_args, flat
 
 TAU = 0.1
 LOSSES = {"sincere": (SINCERELoss, eq13_gradient), "supcon": (SupConLoss, eq14_gradient)}
@@ -151,6 +150,42 @@ def test_sincere_repels_no_same_class_pair_exactly(tau, dtype):
         same = (labels[:, None] == labels[None, :]) & ~torch.eye(64, dtype=torch.bool)
         assert not bool((coef[same] > 0).any())
         assert torch.isfinite(coef).all()
+
+
+def partner_coefficients(per_anchor_loss, z, tau, anchors=None):
+    """(N, N): row t is tau * z_t . dL(z_t)/dz_j over partners j, by autograd of
+    ``per_anchor_loss(z)`` (N,), for the rows in ``anchors`` (default all; other rows are NaN).
+
+    L(z_t) depends on a partner z_j only through s_tj = z_t . z_j / tau, so for unit z_t,
+    dL(z_t)/dz_j = (C_tj / tau) z_t: this recovers C_tj from the gradient with respect to the
+    partner, whatever formula the coefficients are computed with (the diagonal means nothing)."""
+    leaf = z.clone().requires_grad_()
+    per_anchor = per_anchor_loss(leaf)
+    out = torch.full((len(z), len(z)), math.nan, dtype=z.dtype)
+    for t in range(len(z)) if anchors is None else anchors:
+        (grad,) = torch.autograd.grad(per_anchor[t], leaf, retain_graph=True)
+        out[t] = tau * (grad @ z[t])
+    return out
+
+
+@pytest.mark.parametrize("tau, seed", [(0.5, 0), (0.1, 1), (0.03, 2)])
+def test_sincere_loss_pushes_no_same_class_pair_apart_by_autograd(tau, seed):
+    """Sec. 3.3 on the loss code rather than on the coefficient formula (-sigma(.)/|P_t|, never
+    positive by construction): C_tp read off the library's own backward pass of L_SINCERE(z_t)
+    is never positive, and for a few anchors equals C_tp from autograd of the Eq. 12 reference
+    loop. On the same batch (3-D, so class-mates crowd each other) SupCon's loss does push
+    class-mates apart, so the check can fail."""
+    z, labels = random_batch(24, 3, 3, seed=seed)
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(24, dtype=torch.bool)
+    coef = {loss: partner_coefficients(lambda x: cls(tau, reduction="none")(x, labels), z, tau)
+            for loss, (cls, _) in LOSSES.items()}
+    assert same.any() and coef["sincere"][same].max() <= 0.0
+    assert (coef["supcon"][same] > 1e-3).any()
+    anchors = [0, 11, 23]                   # the slow reference loop for three anchors
+    reference = partner_coefficients(lambda x: anchor_terms(x, labels.tolist(), tau)[0], z, tau,
+                                     anchors)
+    torch.testing.assert_close(coef["sincere"][anchors][same[anchors]],
+                               reference[anchors][same[anchors]], rtol=1e-9, atol=1e-12)
 
 
 def figure1_batch(dim=16):
@@ -376,24 +411,6 @@ def test_assumption1_fraction_is_high_for_separated_classes_low_for_mixed_ones()
 # ---------------------------------------------------------------------------------------------
 # Logging entry point, dtypes and bad input
 # ---------------------------------------------------------------------------------------------
-
-
-def test_batch_diagnostics_is_flat_floats_from_the_functions():
-    features = F.normalize(torch.randn(32, 2, 8, generator=torch.Generator().manual_seed(0)),
-                           dim=-1).requires_grad_()
-    labels = torch.arange(32) % 5
-    out = batch_diagnostics(features, labels, TAU, betas=(1.0, 0.5))
-    assert all(isinstance(v, float) for v in out.values())
-    assert out["sincere_repelled_fraction"] == 0.0
-    assert out["supcon_repelled_fraction"] == coefficient_summary(
-        features, labels, TAU, "supcon").repelled_fraction
-    assert out["kl_lower_bound"] == kl_lower_bound(features, labels, TAU)
-    assert out["assumption1_b0.5"] == assumption1_fraction(features, labels, TAU, 0.5)
-    assert {"assumption1_b1", "supcon_positive_coef_max", "sincere_negative_coef_mean"} <= set(out)
-    one_class = batch_diagnostics(features, torch.zeros(32, dtype=torch.long), TAU, betas=(1.0,))
-    assert math.isnan(one_class["kl_lower_bound"]) and math.isnan(one_class["assumption1_b1"])
-    assert one_class["sincere_repelled_fraction"] == 0.0
-    assert one_class["supcon_repelled_fraction"] > 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -16,7 +16,6 @@ P_t = the other samples with t's label and N_t = the samples with another label:
 * :func:`assumption1_margin` / :func:`assumption1_fraction` -- Jiang et al.'s Assumption 1 per
   anchor: the e^{beta s}-tilted mean of e^{s} over same-class samples against the one over
   other-class samples, in log space.
-* :func:`batch_diagnostics` -- all of the above as a flat dict of floats, for training-time logs.
 
 Everything runs without autograd on the input's device and computes in fp32 (fp64 stays fp64).
 """
@@ -30,7 +29,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from sincere.losses import SINCERELoss, _check_temperature, _prepare
+from sincere.losses import SINCERELoss, check_chunk_size, check_temperature, prepare_batch
 
 __all__ = [
     "LOSS_NAMES",
@@ -40,7 +39,6 @@ __all__ = [
     "kl_lower_bound",
     "assumption1_margin",
     "assumption1_fraction",
-    "batch_diagnostics",
 ]
 
 LOSS_NAMES = ("sincere", "supcon")
@@ -62,14 +60,6 @@ def _check_loss(loss: str) -> str:
     return key
 
 
-def _check_chunk_size(chunk_size) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(
-            f"chunk_size must be a positive int (anchors per row block, e.g. 1024); "
-            f"got {chunk_size!r}")
-    return chunk_size
-
-
 def _check_beta(beta) -> float:
     beta = float(beta)
     if not math.isfinite(beta):
@@ -82,7 +72,7 @@ class _Flat:
     image index of every row (N,) and the input's leading shape."""
 
     def __init__(self, features, labels):
-        batch = _prepare(features, labels, one_class_per_image=False)
+        batch = prepare_batch(features, labels, one_class_per_image=False)
         self.z = batch.z.detach()
         self.classes = batch.classes
         self.n_pos = batch.n_pos
@@ -200,7 +190,7 @@ def gradient_coefficients(features: Tensor, labels: Optional[Tensor] = None,
     loss = _check_loss(loss)
     if scale not in _SCALES:
         raise ValueError(f"scale must be one of {', '.join(_SCALES)}; got {scale!r}")
-    inv_t = 1.0 / _check_temperature(temperature)
+    inv_t = 1.0 / check_temperature(temperature)
     flat = _Flat(features, labels)
     with torch.autocast(device_type=flat.z.device.type, enabled=False):
         ((_, _, s, pos, neg),) = list(flat.blocks(inv_t, flat.n))
@@ -300,19 +290,21 @@ def coefficient_summary(features: Tensor, labels: Optional[Tensor] = None,
     blocks of ``chunk_size`` anchors, so memory is O(chunk_size * N) and one z z^T matmul is done
     in total. The same-class ones are computed by the same expressions as the dense matrix (the
     counts agree exactly); the other-class extremes and sums come from each row's extreme
-    similarities and LSE over N_t, as C_tn = e^{s_tn - base_t} weight_t is increasing in s_tn. A same-class pair (t, p) is repelled when C_tp > 0: gradient descent on
+    similarities and LSE over N_t, as C_tn = e^{s_tn - base_t} weight_t is increasing in s_tn.
+    A same-class pair (t, p) is repelled when C_tp > 0: gradient descent on
     L(z_t) moves z_t away from z_p. SINCERE's C_tp is -sigma(.) / |P_t| <= 0 by construction, so
     its repelled count is exactly 0; SupCon's is positive whenever p takes more than 1/|P_t| of
     t's softmax, which happens more often as |P_t| grows (Sec. 3.3).
     """
     loss = _check_loss(loss)
-    inv_t = 1.0 / _check_temperature(temperature)
-    chunk_size = _check_chunk_size(chunk_size)
+    inv_t = 1.0 / check_temperature(temperature)
+    chunk_size = check_chunk_size(chunk_size, allow_none=False)
     flat = _Flat(features, labels)
     n_pos = flat.n_pos
     repelled_per_anchor = torch.zeros_like(n_pos)
-    # per anchor: min, max, sum of its positive coefficients, then of its negative ones
-    stats = flat.z.new_empty(6, flat.n)
+    # per anchor: min, max and sum of its positive (same-class) coefficients and of its
+    # negative (other-class) ones
+    pos_min, pos_max, pos_sum, neg_min, neg_max, neg_sum = flat.z.new_empty(6, flat.n)
     with torch.autocast(device_type=flat.z.device.type, enabled=False):
         for a, b, s, pos, neg in flat.blocks(inv_t, chunk_size):
             terms = _BlockTerms(loss, s, pos, neg, n_pos[a:b], a)
@@ -320,30 +312,38 @@ def coefficient_summary(features: Tensor, labels: Optional[Tensor] = None,
             repelled_per_anchor[a:b] = torch.zeros(c, dtype=torch.long, device=s.device) \
                 .index_add_(0, rows, (terms.pos_coef > 0).long())
             fill = terms.pos_coef.new_full((c,), math.inf)
-            stats[0, a:b] = fill.scatter_reduce(0, rows, terms.pos_coef, "amin")
-            stats[1, a:b] = (-fill).scatter_reduce(0, rows, terms.pos_coef, "amax")
-            stats[2, a:b] = torch.zeros_like(fill).index_add_(0, rows, terms.pos_coef)
+            pos_min[a:b] = fill.scatter_reduce(0, rows, terms.pos_coef, "amin")
+            pos_max[a:b] = (-fill).scatter_reduce(0, rows, terms.pos_coef, "amax")
+            pos_sum[a:b] = torch.zeros_like(fill).index_add_(0, rows, terms.pos_coef)
             # C_tn = e^{s_tn - base_t} weight_t is increasing in s_tn: its extremes come from
             # the extreme similarities, its row sum from LSE over N_t
             lowest = s.masked_fill_(~neg, math.inf).amin(dim=1)
-            stats[3, a:b] = torch.exp(lowest - terms.base) * terms.weight
-            stats[4, a:b] = torch.exp(terms.neg_sim.amax(dim=1) - terms.base) * terms.weight
-            stats[5, a:b] = torch.exp(terms.lse_neg - terms.base) * terms.weight
-    counted = (n_pos > 0) & (flat.n_neg > 0)
-    neg_stats = stats[3:, counted]
-    pos_stats = stats[:3, n_pos > 0]
+            neg_min[a:b] = torch.exp(lowest - terms.base) * terms.weight
+            neg_max[a:b] = torch.exp(terms.neg_sim.amax(dim=1) - terms.base) * terms.weight
+            neg_sum[a:b] = torch.exp(terms.lse_neg - terms.base) * terms.weight
+    with_pos = n_pos > 0
+    counted = with_pos & (flat.n_neg > 0)
     largest = int(n_pos.max())
     pairs_by = torch.bincount(n_pos, minlength=largest + 1) * torch.arange(
         largest + 1, device=n_pos.device)
     repelled_by = torch.zeros(largest + 1, dtype=torch.long, device=n_pos.device)
     repelled_by.index_add_(0, n_pos, repelled_per_anchor)
-    extremes = torch.stack([
-        pos_stats[0].min() if pos_stats.shape[1] else stats.new_tensor(math.inf),
-        pos_stats[1].max() if pos_stats.shape[1] else stats.new_tensor(-math.inf),
-        pos_stats[2].sum(),
-        neg_stats[0].min() if neg_stats.shape[1] else stats.new_tensor(math.inf),
-        neg_stats[1].max() if neg_stats.shape[1] else stats.new_tensor(-math.inf),
-        neg_stats[2].sum()]).tolist()
+
+    def reduce(values: Tensor, rows: Tensor, how: str) -> Tensor:
+        """min / max / sum over the anchors in ``rows``; +inf / -inf / 0 when there are none."""
+        values = values[rows]
+        if how == "sum":
+            return values.sum()
+        if not values.numel():
+            return values.new_tensor(math.inf if how == "min" else -math.inf)
+        return values.min() if how == "min" else values.max()
+
+    extremes = dict(zip(
+        ("positive_min", "positive_max", "positive_sum",
+         "negative_min", "negative_max", "negative_sum"),
+        torch.stack([reduce(pos_min, with_pos, "min"), reduce(pos_max, with_pos, "max"),
+                     reduce(pos_sum, with_pos, "sum"), reduce(neg_min, counted, "min"),
+                     reduce(neg_max, counted, "max"), reduce(neg_sum, counted, "sum")]).tolist()))
     negatives = int(flat.n_neg[n_pos > 0].sum())
     pairs_by, repelled_by = pairs_by.tolist(), repelled_by.tolist()
     return CoefficientSummary(
@@ -352,9 +352,7 @@ def coefficient_summary(features: Tensor, labels: Optional[Tensor] = None,
         repelled=int(sum(repelled_by)),
         pairs_by_n_pos={k: int(v) for k, v in enumerate(pairs_by) if v > 0},
         repelled_by_n_pos={k: int(repelled_by[k]) for k, v in enumerate(pairs_by) if v > 0},
-        positive_min=extremes[0], positive_max=extremes[1], positive_sum=extremes[2],
-        negatives=negatives, negative_min=extremes[3], negative_max=extremes[4],
-        negative_sum=extremes[5],
+        negatives=negatives, **extremes,
     )
 
 
@@ -386,7 +384,7 @@ def kl_lower_bound(features: Tensor, labels: Optional[Tensor] = None, temperatur
     """
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none'; got {reduction!r}")
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     flat = _Flat(features, labels)
     per_anchor = SINCERELoss(temperature, reduction="none")(flat.z, flat.classes)
     valid = (flat.n_pos > 0) & (flat.n_neg > 0)
@@ -438,9 +436,9 @@ def assumption1_margin(features: Tensor, labels: Optional[Tensor] = None,
     Returns:
         (N,) tensor in flat view-major order; NaN for anchors with an empty S or N_t.
     """
-    inv_t = 1.0 / _check_temperature(temperature)
+    inv_t = 1.0 / check_temperature(temperature)
     beta = _check_beta(beta)
-    chunk_size = _check_chunk_size(chunk_size)
+    chunk_size = check_chunk_size(chunk_size, allow_none=False)
     flat = _Flat(features, labels)
     margin = flat.z.new_empty(flat.n)
     with torch.autocast(device_type=flat.z.device.type, enabled=False):
@@ -469,38 +467,10 @@ def assumption1_fraction(features: Tensor, labels: Optional[Tensor] = None,
 
 
 # --------------------------------------------------------------------------------------------
-# Everything at once, for training-time logging
+# Log keys
 # --------------------------------------------------------------------------------------------
 
 
 def beta_key(beta: float) -> str:
     """The suffix under which a beta-dependent value is logged: 1.0 -> 'b1', 0.5 -> 'b0.5'."""
     return f"b{float(beta):g}"
-
-
-def batch_diagnostics(features: Tensor, labels: Optional[Tensor] = None,
-                      temperature: float = 0.1, betas: tuple[float, ...] = (),
-                      chunk_size: int = 1024) -> dict[str, float]:
-    """The diagnostics of one batch as plain floats, for a metrics log.
-
-    Keys: ``sincere_*`` and ``supcon_*`` from :meth:`CoefficientSummary.as_dict` (repelled
-    fraction, positive/negative coefficient min, mean, max; Eq. 13/14), ``kl_lower_bound``
-    (Theorem 3), and ``assumption1_b<beta>`` (Jiang et al.'s Assumption 1) for each beta in
-    ``betas``. Undefined values (no anchor with a positive and a negative) are NaN, not errors,
-    so a logging loop never stops on an odd batch.
-    """
-    out: dict[str, float] = {}
-    for loss in LOSS_NAMES:
-        out.update(coefficient_summary(features, labels, temperature, loss, chunk_size).as_dict())
-    try:
-        out["kl_lower_bound"] = kl_lower_bound(features, labels, temperature)
-    except ValueError:
-        out["kl_lower_bound"] = math.nan
-    for beta in betas:
-        try:
-            value = assumption1_fraction(features, labels, temperature, beta,
-                                         chunk_size=chunk_size)
-        except ValueError:
-            value = math.nan
-        out[f"assumption1_{beta_key(beta)}"] = value
-    return out
