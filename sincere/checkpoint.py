@@ -57,6 +57,40 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_checkpoint(path: str | Path, *, identity: dict[str, Any], config: dict[str, Any],
+                    epoch: int, step: int, model, optimizer, scheduler, rng_ranks: list,
+                    stopped_at_max_steps: bool = False) -> dict[str, Any]:
+    """Write a training checkpoint atomically and return the state written.
+
+    ``model`` is the plain module (not a DDP / compiled wrapper), so the weights load into any
+    world size; ``rng_ranks`` holds every rank's :func:`rng_state` in rank order (one entry in a
+    single process); ``config`` is the resolved config as plain data."""
+    state = {"format": FORMAT_VERSION, "identity": identity, "epoch": epoch, "step": step,
+             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "rng": rng_ranks[0], "config": config,
+             "stopped_at_max_steps": stopped_at_max_steps}
+    if len(rng_ranks) > 1:
+        state["rng_ranks"] = rng_ranks
+    save_atomic(state, path)
+    return state
+
+
+def restore_training_state(state: dict[str, Any], path: str | Path, model, optimizer, scheduler,
+                           rank: int = 0, world_size: int = 1) -> tuple[int, int]:
+    """Load a checkpoint's weights, optimizer, schedule and this rank's RNG state into a run;
+    returns (epoch, step) reached. A run saved with another world size gives every rank the
+    saved rank 0's RNG state."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {path} does not fit this model/optimizer: {err}")
+    ranks = state.get("rng_ranks")
+    set_rng_state(ranks[rank] if ranks and len(ranks) == world_size else state["rng"])
+    return state["epoch"], state["step"]
+
+
 def load_checkpoint(path: str | Path, expect: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_atomic`, checking format and ``expect``ed keys
     (e.g. the model architecture) against what it was saved with."""

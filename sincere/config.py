@@ -19,9 +19,6 @@ from typing import Any, Optional
 
 import yaml
 
-DATASETS = ("cifar10", "cifar100", "fashion-mnist", "digits", "imagefolder")
-
-
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says what to change."""
 
@@ -64,17 +61,13 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    name: str = "sincere"              # any name of sincere.losses.build_loss
+    """The trained loss: ``name`` from sincere.losses.LOSSES, and its options. A loss receives
+    the options its constructor takes (sincere.losses.loss_options), the others are ignored."""
+    name: str = "sincere"
     temperature: float = 0.1
     eps: float = 0.0                   # eps-supinfonce only
     beta: float = 1.0                  # hscl / hucl only
     detach_weights: bool = False       # hscl / hucl only
-
-    def kwargs(self) -> dict[str, Any]:
-        """The options the chosen loss takes."""
-        extra = {"eps-supinfonce": ("eps",), "hscl": ("beta", "detach_weights"),
-                 "hucl": ("beta", "detach_weights")}.get(self.name.replace("_", "-"), ())
-        return {"temperature": self.temperature, **{k: getattr(self, k) for k in extra}}
 
 
 @dataclass
@@ -89,6 +82,7 @@ class OptimConfig:
 
 
 LOSS_SCOPES = ("global", "per_gpu")
+PIPELINES = ("pil", "device")
 
 
 @dataclass
@@ -295,59 +289,78 @@ def from_dict(values: dict[str, Any], cls=PretrainConfig):
     return config
 
 
+def _check_name(check, key: str, value) -> None:
+    """Run a registry's own check of a name, turning its ValueError into a ConfigError."""
+    try:
+        check(value)
+    except ValueError as err:
+        raise ConfigError(f"{key} {value!r} {err}") from None
+
+
 def validate(config) -> None:
-    """Checks across fields that types alone cannot express."""
+    """Checks across fields that types alone cannot express. Names (dataset, loss, arch,
+    backend, monitored losses) are checked against the registries of the modules that define
+    them, which are the only lists of valid names."""
     if isinstance(config, PretrainConfig):
-        if config.dataset not in DATASETS:
-            raise ConfigError(f"dataset {config.dataset!r} unknown; choose one of {DATASETS}")
-        if config.dataset == "imagefolder" and not config.data.path:
-            raise ConfigError("dataset=imagefolder needs data.path=<folder with train/ and test/>")
-        from sincere.losses import LOSSES
-        if config.loss.name.replace("_", "-").lower() not in LOSSES:
-            raise ConfigError(f"loss {config.loss.name!r} unknown; choose one of {list(LOSSES)}")
-        if config.model.arch not in ("resnet18", "resnet34", "resnet50"):
-            raise ConfigError(f"model.arch {config.model.arch!r} unknown; choose resnet18, "
-                              "resnet34 or resnet50")
-        for key in ("epochs", "batch_size", "n_views", "model.width", "model.proj_dim"):
-            obj = config
-            for part in key.split("."):
-                obj = getattr(obj, part)
-            if obj < 1:
-                raise ConfigError(f"{key} must be at least 1; got {obj}")
-        if config.data.pipeline not in ("pil", "device"):
-            raise ConfigError(f"data.pipeline {config.data.pipeline!r} unknown; choose pil "
-                              "(DataLoader workers) or device (batched on the training device)")
-        if config.data.pipeline == "device" and config.dataset == "imagefolder":
-            raise ConfigError("data.pipeline=device needs an in-memory dataset (cifar10, "
-                              "cifar100, fashion-mnist, digits); use data.pipeline=pil for "
-                              "imagefolder")
-        if config.loss.temperature <= 0:
-            raise ConfigError(f"loss.temperature must be positive; got {config.loss.temperature}")
-        d = config.distributed
-        if d.loss_scope not in LOSS_SCOPES:
-            raise ConfigError(f"distributed.loss_scope {d.loss_scope!r} unknown; choose one of "
-                              f"{LOSS_SCOPES}")
-        if d.backend not in ("auto", "nccl", "gloo"):
-            raise ConfigError(f"distributed.backend {d.backend!r} unknown; choose auto, nccl or "
-                              "gloo")
-        if d.timeout_min <= 0:
-            raise ConfigError(f"distributed.timeout_min must be positive; got {d.timeout_min}")
-        m = config.monitor
-        monitorable = ("sincere", "supcon", "infonce", "hscl", "hucl")
-        unknown = [name for name in m.losses if name not in monitorable]
-        if unknown:
-            raise ConfigError(f"monitor.losses {unknown} unknown; choose from {list(monitorable)}")
-        for key in ("gradients_every", "gradient_batches", "heldout_every", "heldout_batches"):
-            if getattr(m, key) < 0:
-                raise ConfigError(f"monitor.{key} must be >= 0; got {getattr(m, key)}")
-        if any(v < 2 for v in m.gradient_views):
-            raise ConfigError(f"monitor.gradient_views are view counts >= 2; got "
-                              f"{m.gradient_views}")
+        _validate_pretrain(config)
     if isinstance(config, LinearConfig):
         if not config.run_dir:
             raise ConfigError("run_dir=<pretraining run directory> is required")
         if config.epochs < 1 or config.batch_size < 1:
             raise ConfigError("epochs and batch_size must be at least 1")
+
+
+def _validate_pretrain(config: PretrainConfig) -> None:
+    from sincere.data import DATASETS
+    from sincere.distributed import check_backend
+    from sincere.losses import LOSSES, check_temperature, loss_options
+    from sincere.models import check_arch
+    from sincere.monitor import MONITORABLE
+
+    if config.dataset not in DATASETS:
+        raise ConfigError(f"dataset {config.dataset!r} unknown; choose one of {list(DATASETS)}")
+    if config.dataset == "imagefolder" and not config.data.path:
+        raise ConfigError("dataset=imagefolder needs data.path=<folder with train/ and test/>")
+    try:
+        loss_options(config.loss.name)
+    except ValueError:
+        raise ConfigError(f"loss {config.loss.name!r} unknown; choose one of "
+                          f"{', '.join(LOSSES)}") from None
+    _check_name(check_arch, "model.arch", config.model.arch)
+    for key in ("epochs", "batch_size", "n_views", "model.width", "model.proj_dim"):
+        obj = config
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if obj < 1:
+            raise ConfigError(f"{key} must be at least 1; got {obj}")
+    if config.data.pipeline not in PIPELINES:
+        raise ConfigError(f"data.pipeline {config.data.pipeline!r} unknown; choose pil "
+                          "(DataLoader workers) or device (batched on the training device)")
+    if config.data.pipeline == "device" and not DATASETS[config.dataset].in_memory:
+        in_memory = [name for name, spec in DATASETS.items() if spec.in_memory]
+        raise ConfigError(f"data.pipeline=device needs an in-memory dataset ({', '.join(in_memory)}"
+                          f"); use data.pipeline=pil for {config.dataset}")
+    try:
+        check_temperature(config.loss.temperature)
+    except ValueError as err:
+        raise ConfigError(f"loss.{err}") from None
+    d = config.distributed
+    if d.loss_scope not in LOSS_SCOPES:
+        raise ConfigError(f"distributed.loss_scope {d.loss_scope!r} unknown; choose one of "
+                          f"{LOSS_SCOPES}")
+    _check_name(check_backend, "distributed.backend", d.backend)
+    if d.timeout_min <= 0:
+        raise ConfigError(f"distributed.timeout_min must be positive; got {d.timeout_min}")
+    m = config.monitor
+    unknown = [name for name in m.losses if name not in MONITORABLE]
+    if unknown:
+        raise ConfigError(f"monitor.losses {unknown} unknown; choose from {list(MONITORABLE)}")
+    for key in ("gradients_every", "gradient_batches", "heldout_every", "heldout_batches"):
+        if getattr(m, key) < 0:
+            raise ConfigError(f"monitor.{key} must be >= 0; got {getattr(m, key)}")
+    if any(v < 2 for v in m.gradient_views):
+        raise ConfigError(f"monitor.gradient_views are view counts >= 2; got "
+                          f"{m.gradient_views}")
 
 
 def to_dict(config) -> dict[str, Any]:

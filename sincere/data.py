@@ -143,6 +143,38 @@ def load_cifar(name: str, root: str | Path, train: bool, download: bool = True) 
     return ArrayImages(data, labels, classes)
 
 
+def write_cifar(name: str, root: str | Path, train: bool, images: np.ndarray,
+                labels: Sequence[int], classes: Sequence[str]) -> Path:
+    """The inverse of :func:`load_cifar`: write one split of ``name`` (``cifar10`` /
+    ``cifar100``) into ``root/<folder>/`` in the official pickle layout, and the meta file with
+    the class names. ``images`` are uint8, (N, 32, 32, 3) as load_cifar gives them or (N, 3072)
+    rows in CIFAR's channel-major order; they are split evenly over the split's batch files
+    (CIFAR-10's five training batches), each a dict of 'data' (uint8 (n, 3072) rows), the
+    labels under the spec's key and 'batch_label'. Returns the folder."""
+    spec = CIFAR[name]
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[1:] not in ((32, 32, 3), (3072,)):
+        raise ValueError(f"CIFAR images must be uint8 (N, 32, 32, 3) or (N, 3072); got "
+                         f"{images.dtype} {images.shape}")
+    if images.ndim == 4:                                          # NHWC -> CHW rows
+        images = np.ascontiguousarray(images.transpose(0, 3, 1, 2)).reshape(len(images), 3072)
+    rows = images
+    labels = [int(y) for y in labels]
+    if len(labels) != len(rows):
+        raise ValueError(f"{len(rows)} images but {len(labels)} labels")
+    folder = Path(root) / spec["folder"]
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = spec["train" if train else "test"]
+    bounds = np.linspace(0, len(rows), len(batches) + 1).round().astype(int)
+    for batch, a, b in zip(batches, bounds[:-1], bounds[1:]):
+        with open(folder / batch, "wb") as f:
+            pickle.dump({"data": rows[a:b], spec["labels"]: labels[a:b], "batch_label": batch}, f)
+    meta_file, meta_key = spec["meta"]
+    with open(folder / meta_file, "wb") as f:
+        pickle.dump({meta_key: list(classes)}, f)
+    return folder
+
+
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
@@ -266,7 +298,7 @@ class DataBundle:
     std: tuple
 
 
-def _stratified(dataset, n: int, seed: int):
+def stratified_subset(dataset, n: int, seed: int):
     """A class-stratified random subset of ``n`` items (all of them if n <= 0 or too large)."""
     if n <= 0 or n >= len(dataset):
         return dataset
@@ -280,12 +312,12 @@ def _stratified(dataset, n: int, seed: int):
     return subset
 
 
-def _with_transform(dataset, transform):
+def with_transform(dataset, transform):
     """A shallow copy of a dataset (or Subset) with another transform."""
     import copy
     if isinstance(dataset, Subset):
         out = copy.copy(dataset)
-        out.dataset = _with_transform(dataset.dataset, transform)
+        out.dataset = with_transform(dataset.dataset, transform)
         return out
     out = copy.copy(dataset)
     out.transform = transform
@@ -300,24 +332,48 @@ def _image_stats(dataset, size: int, limit: int = 2000, seed: int = 0):
     return tuple(pixels.mean(dim=(0, 2, 3)).tolist()), tuple(pixels.std(dim=(0, 2, 3)).tolist())
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to load one dataset by name: ``load(config, train, download)`` gives the split,
+    ``native_size`` its image side (0: set by data.image_size), ``stats`` its per-channel
+    (mean, std) (None: computed from the images), ``in_memory`` whether its images are one uint8
+    array (what the on-device pipeline, data.pipeline=device, needs)."""
+    load: Callable[[PretrainConfig, bool, bool], Dataset]
+    native_size: int
+    stats: Optional[tuple]
+    in_memory: bool = True
+
+
+def _cifar_spec(name: str) -> DatasetSpec:
+    return DatasetSpec(lambda config, train, download: load_cifar(name, config.data.root, train,
+                                                                  download),
+                       32, (CIFAR[name]["mean"], CIFAR[name]["std"]))
+
+
+# The dataset registry: every name the config accepts (``dataset=...``).
+DATASETS: dict[str, DatasetSpec] = {
+    "cifar10": _cifar_spec("cifar10"),
+    "cifar100": _cifar_spec("cifar100"),
+    "fashion-mnist": DatasetSpec(
+        lambda config, train, download: load_fashion_mnist(config.data.root, train, download),
+        28, FASHION_MNIST_STATS),
+    "digits": DatasetSpec(lambda config, train, download: load_digits(train, config.seed), 8,
+                          None),
+    "imagefolder": DatasetSpec(
+        lambda config, train, download: load_imagefolder(config.data.path, train), 0, None,
+        in_memory=False),
+}
+
+
 def build_data(config: PretrainConfig, download: bool = True) -> DataBundle:
-    name, root = config.dataset, config.data.root
-    if name in CIFAR:
-        train, test = load_cifar(name, root, True, download), load_cifar(name, root, False, download)
-        native, stats = 32, (CIFAR[name]["mean"], CIFAR[name]["std"])
-    elif name == "fashion-mnist":
-        train = load_fashion_mnist(root, True, download)
-        test = load_fashion_mnist(root, False, download)
-        native, stats = 28, FASHION_MNIST_STATS
-    elif name == "digits":
-        train, test = load_digits(True, config.seed), load_digits(False, config.seed)
-        native, stats = 8, None
-    elif name == "imagefolder":
-        train = load_imagefolder(config.data.path, True)
-        test = load_imagefolder(config.data.path, False)
-        native, stats = 0, None
-    else:
-        raise ConfigError(f"dataset {name!r} unknown")
+    """The datasets of a run (``config.dataset`` from :data:`DATASETS`): two-view training set,
+    plain-transform training and test sets, and what the model needs to know about them."""
+    name = config.dataset
+    if name not in DATASETS:
+        raise ConfigError(f"dataset {name!r} unknown; choose one of {list(DATASETS)}")
+    spec = DATASETS[name]
+    train, test = spec.load(config, True, download), spec.load(config, False, download)
+    native, stats = spec.native_size, spec.stats
 
     size = config.data.image_size or native
     if size <= 0:
@@ -332,14 +388,14 @@ def build_data(config: PretrainConfig, download: bool = True) -> DataBundle:
     if len(mean) != in_channels or len(std) != in_channels:
         raise ConfigError(f"data.mean/std need {in_channels} entries for {name}; got {mean}, {std}")
 
-    train = _stratified(train, config.data.subset, config.seed)
-    test = _stratified(test, config.data.test_subset, config.seed)
+    train = stratified_subset(train, config.data.subset, config.seed)
+    test = stratified_subset(test, config.data.test_subset, config.seed)
     plain = plain_transform(size, native, mean, std)
     views = MultiView(contrastive_transform(config, size, mean, std), config.n_views)
     return DataBundle(
-        train=_with_transform(train, views),
-        train_plain=_with_transform(train, plain),
-        test_plain=_with_transform(test, plain),
+        train=with_transform(train, views),
+        train_plain=with_transform(train, plain),
+        test_plain=with_transform(test, plain),
         classes=list(train.classes),
         in_channels=in_channels, image_size=size, mean=tuple(mean), std=tuple(std))
 
@@ -358,11 +414,6 @@ def dataset_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
         indices = level if indices is None else level[indices]
         base = base.dataset
     if not isinstance(base, ArrayImages):
-        from torchvision.datasets import ImageFolder
-        if isinstance(base, ImageFolder):
-            raise ValueError(
-                "dataset=imagefolder is not supported by the on-device pipeline (its images are "
-                "files of varying sizes, cropped before resizing); use data.pipeline=pil")
         raise ValueError(f"dataset_tensors needs an ArrayImages dataset or a Subset of one; got "
                          f"{type(base).__name__} — use data.pipeline=pil for other datasets")
     images = base.images if indices is None else base.images[indices]

@@ -67,19 +67,9 @@ def get_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def get_world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def is_main() -> bool:
     """Whether this process writes logs, metrics and checkpoints (rank 0, or the only process)."""
     return get_rank() == 0
-
-
-def barrier() -> None:
-    """Wait for every rank (a no-op in a single process)."""
-    if is_distributed():
-        dist.barrier()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,10 +121,19 @@ def resolve_device(name: str, local_rank: Optional[int] = None) -> torch.device:
     return device
 
 
+def check_backend(name: str) -> str:
+    """A process-group backend name: one of ``BACKENDS``."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown; choose one of {', '.join(BACKENDS)}")
+    return name
+
+
 def resolve_backend(name: str, device: torch.device) -> str:
     """``auto``: NCCL for CUDA devices, gloo for the CPU."""
-    if name not in BACKENDS:
-        raise DistributedError(f"distributed.backend {name!r} unknown; choose one of {BACKENDS}")
+    try:
+        check_backend(name)
+    except ValueError as err:
+        raise DistributedError(f"distributed.backend {name!r} {err}") from None
     if name == "auto":
         return "nccl" if device.type == "cuda" else "gloo"
     if name == "nccl" and device.type != "cuda":

@@ -20,42 +20,19 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from sincere.checkpoint import load_checkpoint, save_atomic
-from sincere.config import ConfigError, LinearConfig, PretrainConfig, dump_config, load_config
-from sincere.data import _with_transform, build_data
-from sincere.models import build_model
+from sincere.checkpoint import save_atomic
+from sincere.config import LinearConfig, dump_config
+from sincere.data import with_transform
+from sincere.distributed import resolve_device
 from sincere.optim import build_optimizer, build_scheduler
-from sincere.pretrain import identity, resolve_device, seed_everything
+from sincere.runs import embed, load_pretrained, seed_everything
 
 
-def load_pretrained(run_dir: Path, checkpoint: str, device):
-    """The pretraining config, data and model of a run, weights loaded from ``checkpoint``."""
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise ConfigError(f"{run_dir} is not a pretraining run directory (no config.yaml); "
-                          "pass run_dir=runs/<name>")
-    pre = load_config(config_path, cls=PretrainConfig)
-    data = build_data(pre)
-    model = build_model(pre, data.in_channels)
-    path = run_dir / "checkpoints" / checkpoint
-    state = load_checkpoint(path, expect=identity(pre, data.in_channels))
-    model.load_state_dict(state["model"])
-    return pre, data, model.to(device).eval(), state["epoch"]
-
-
-@torch.no_grad()
-def encode(encoder, dataset, device, batch_size: int, num_workers: int):
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    feats, labels = [], []
-    for x, y in loader:
-        feats.append(encoder(x.to(device)).float().cpu())
-        labels.append(torch.as_tensor(y))
-    return torch.cat(feats), torch.cat(labels)
-
-
-def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per-image 0/1: is the true label among the k highest logits?"""
     k = min(k, logits.shape[1])
-    return (logits.topk(k, dim=1).indices == labels[:, None]).any(1).float().mean().item()
+    top = np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]
+    return (top == labels[:, None]).any(axis=1).astype(np.float64)
 
 
 def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
@@ -64,7 +41,7 @@ def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     run_dir = Path(config.run_dir)
-    pre, data, model, epoch = load_pretrained(run_dir, config.checkpoint, device)
+    _, data, model, epoch = load_pretrained(run_dir, config.checkpoint, device)
     encoder = model.encoder
     for p in encoder.parameters():
         p.requires_grad_(False)
@@ -74,16 +51,16 @@ def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
 
     n_classes = len(data.classes)
     classifier = nn.Linear(encoder.feature_dim, n_classes).to(device)
-    test_x, test_y = encode(encoder, data.test_plain, device, config.batch_size,
-                            config.num_workers)
+    test_x, test_y = embed(encoder, data.test_plain, device, config.batch_size,
+                           config.num_workers)
     if config.augment:
         train_tf = T.Compose([T.RandomResizedCrop(data.image_size, scale=tuple(config.crop_scale)),
                               T.RandomHorizontalFlip(config.flip_p), T.ToTensor(),
                               T.Normalize(data.mean, data.std)])
-        train_set = _with_transform(data.train_plain, train_tf)
+        train_set = with_transform(data.train_plain, train_tf)
     else:
-        train_x, train_y = encode(encoder, data.train_plain, device, config.batch_size,
-                                  config.num_workers)
+        train_x, train_y = embed(encoder, data.train_plain, device, config.batch_size,
+                                 config.num_workers)
         train_set = TensorDataset(train_x, train_y)
     g = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
@@ -116,7 +93,8 @@ def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
         bar.set_postfix(loss=f"{total / n:.4f}")
     with torch.no_grad():
         logits = classifier(test_x.to(device)).float().cpu()
-    metrics = {"top1": topk_accuracy(logits, test_y, 1), "top5": topk_accuracy(logits, test_y, 5),
+    correct = {k: topk_correct(logits.numpy(), test_y.numpy(), k) for k in (1, 5)}
+    metrics = {"top1": float(correct[1].mean()), "top5": float(correct[5].mean()),
                "train_loss": total / n, "pretrain_epoch": epoch, "n_test": len(test_y),
                "seconds": time.perf_counter() - t0}
     save_atomic({"logits": logits, "labels": test_y, "classes": data.classes},

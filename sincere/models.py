@@ -20,14 +20,19 @@ ARCHS = {
 }
 
 
+def check_arch(arch: str) -> str:
+    """An architecture name: one of ``ARCHS``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown; choose one of {', '.join(ARCHS)}")
+    return arch
+
+
 class CifarResNet(ResNet):
     """torchvision's ResNet with a 3x3 stride-1 stem, no max-pool, no classifier, and stage
     widths (w, 2w, 4w, 8w). ``forward`` returns the pooled feature vector."""
 
     def __init__(self, arch: str = "resnet50", width: int = 64, in_channels: int = 3):
-        if arch not in ARCHS:
-            raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-        block, layers = ARCHS[arch]
+        block, layers = ARCHS[check_arch(arch)]
         super().__init__(block, list(layers))
         # Rebuild the stages at the requested width with torchvision's own _make_layer.
         self.inplanes = width

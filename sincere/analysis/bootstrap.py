@@ -12,13 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Per-image 0/1: is the true label among the k highest logits?"""
-    k = min(k, logits.shape[1])
-    top = np.argpartition(-logits, kth=k - 1, axis=1)[:, :k]
-    return (top == labels[:, None]).any(axis=1).astype(np.float64)
-
-
 def resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
 

@@ -9,27 +9,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from sincere.checkpoint import save_atomic
+from sincere.runs import checkpoint_path, embed, load_pretrained
 
 
 def run_embeddings(run_dir: str | Path, checkpoint: str = "last.pt", batch_size: int = 512,
                    force: bool = False) -> dict:
     run_dir = Path(run_dir)
     cache = run_dir / "embeddings" / "test.pt"
-    ckpt = run_dir / "checkpoints" / checkpoint
+    ckpt = checkpoint_path(run_dir, checkpoint)
     if cache.is_file() and not force and (not ckpt.exists()
                                           or cache.stat().st_mtime >= ckpt.stat().st_mtime):
         return torch.load(cache, weights_only=False)
-    from sincere.linear_eval import load_pretrained
     _, data, model, epoch = load_pretrained(run_dir, checkpoint, torch.device("cpu"))
-    zs, labels = [], []
-    with torch.no_grad():
-        for x, y in DataLoader(data.test_plain, batch_size=batch_size):
-            zs.append(model(x).float())
-            labels.append(torch.as_tensor(y))
-    out = {"z": torch.cat(zs), "labels": torch.cat(labels), "classes": list(data.classes),
-           "epoch": epoch}
+    z, labels = embed(model, data.test_plain, torch.device("cpu"), batch_size)
+    out = {"z": z, "labels": labels, "classes": list(data.classes), "epoch": epoch}
     save_atomic(out, cache)
     return out

@@ -23,7 +23,7 @@ NAMES = {"supcon": "SupCon", "sincere": "SINCERE"}
 COLOURS = {"supcon": "#d95f02", "sincere": "#1b9e77"}
 
 
-def _save(fig, stem: Path) -> list[Path]:
+def save_figure(fig, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
@@ -74,7 +74,7 @@ def figure2(embeddings: dict[str, dict], stem: Path, dataset: str) -> dict:
     fig.colorbar(im, ax=axes, shrink=0.85, label="average cosine similarity")
     fig.suptitle(f"Average cosine similarity of {dataset} test embeddings "
                  "(pairs of an image with itself excluded)")
-    _save(fig, stem)
+    save_figure(fig, stem)
     stats = {name: dict(zip(("same_class", "different_class"), same_and_different(m)))
              for name, m in mats.items()}
     stats["decrease_sincere_vs_supcon"] = {
@@ -102,7 +102,7 @@ def figure3(embeddings: dict[str, dict], cls: int, stem: Path, dataset: str) -> 
     axes[0].set_ylabel("density")
     fig.suptitle(f"{dataset}: similarity of '{name_of}' test images to their own class (target) "
                  "and to the other classes (noise)")
-    _save(fig, stem)
+    save_figure(fig, stem)
     return stats
 
 
@@ -123,7 +123,7 @@ def figure_a1(predictions: dict[str, dict], stem: Path, dataset: str) -> None:
         ax.set_ylabel("true class")
     fig.colorbar(im, ax=axes, shrink=0.85, label="fraction of the true class")
     fig.suptitle(f"Linear-probe confusion matrices on the {dataset} test set")
-    _save(fig, stem)
+    save_figure(fig, stem)
 
 
 def figure_tsne(embeddings: dict[str, dict], stem: Path, dataset: str, max_points: int = 2000,
@@ -148,4 +148,4 @@ def figure_tsne(embeddings: dict[str, dict], stem: Path, dataset: str, max_point
     if len(classes) <= 20:
         axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=3, fontsize=8)
     fig.suptitle(f"t-SNE of {dataset} test embeddings ({min(max_points, len(y))} images)")
-    _save(fig, stem)
+    save_figure(fig, stem)

@@ -19,9 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sincere.analysis.bootstrap import paired_bootstrap, topk_correct
-from sincere.analysis.gradients import beta_key
-from sincere.analysis.tables import Table, load_predictions, read_metrics
+from sincere.analysis.bootstrap import paired_bootstrap
+from sincere.analysis.figures import save_figure
+from sincere.analysis.tables import Table, load_predictions
+from sincere.gradients import beta_key
+from sincere.linear_eval import topk_correct
+from sincere.runs import read_metrics
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,6 @@ def accuracy_table(runs: dict[str, Path], dataset: str, n_resamples: int = 1000,
     return Table(f"Hard negatives: test accuracy ({dataset})", header, rows, note), summary
 
 
-def _figure_save(fig, stem: Path) -> list[Path]:
-    from sincere.analysis.figures import _save
-    return _save(fig, stem)
-
-
 def loss_curves_figure(runs: dict[str, Path], betas: tuple[float, ...], stem: Path) -> list[Path]:
     """Fig. 5 analogue: for each beta, the four losses on the same batches of the H-SCL(beta)
     run (fall back to the SCL run when that beta was not trained)."""
@@ -118,7 +116,7 @@ def loss_curves_figure(runs: dict[str, Path], betas: tuple[float, ...], stem: Pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _figure_save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def assumption_figure(runs: dict[str, Path], betas: tuple[float, ...], stem: Path) -> list[Path]:
@@ -142,7 +140,7 @@ def assumption_figure(runs: dict[str, Path], betas: tuple[float, ...], stem: Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _figure_save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def curves_table(runs: dict[str, Path], betas: tuple[float, ...]) -> Table:
