@@ -17,7 +17,11 @@ GPUS    ?=
 PRETRAIN_LAUNCH := $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone \
 	--nproc_per_node=$(GPUS),$(PY))
 CONFIG_FILE := configs/$(CONFIG)/$(subst -,_,$(DATASET)).yaml
-RUN_NAME    := $(DATASET)-$(LOSS)$(if $(filter paper,$(CONFIG)),,-$(CONFIG))
+# Run names come from sincere.runs.run_name (runs/<dataset>-<loss>[-<config>], no suffix for
+# paper), asked of the venv's python: recursively expanded, so only recipes that run after
+# `install` use them.
+run_name     = $(shell $(PY) -m sincere.runs name $(DATASET) $(1) $(CONFIG))
+RUN_NAME     = $(call run_name,$(LOSS))
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 
 LINEAR_CONFIG := configs/linear/$(CONFIG).yaml
@@ -39,11 +43,12 @@ help:
 	@echo "make install       create .venv with everything (idempotent)"
 	@echo "make test          install if needed, then run the test suite"
 	@echo "make pretrain      DATASET=cifar10|cifar100|fashion-mnist LOSS=sincere|supcon|... "
-	@echo "                   CONFIG=paper|mini ARGS=\"key=value ...\" -> runs/$(RUN_NAME)/"
+	@echo "                   CONFIG=paper|mini ARGS=\"key=value ...\" -> runs/<dataset>-<loss>[-<config>]/"
 	@echo "                   GPUS=N: N GPUs via torchrun + DDP; batch_size stays the global batch"
 	@echo "                   and the loss sees all of it (ARGS=\"distributed.loss_scope=per_gpu\""
 	@echo "                   for per-GPU losses, distributed.sync_bn=true for global BatchNorm)"
-	@echo "make linear-eval   linear probe of runs/$(RUN_NAME)/ (same DATASET/LOSS/CONFIG) -> linear/"
+	@echo "make linear-eval   linear probe of runs/<dataset>-<loss>[-<config>]/ (same DATASET/LOSS/CONFIG)"
+	@echo "                   -> linear/"
 	@echo "make figures       Tables 1-2, Figures 2, 3, A.1, t-SNE of the supcon and sincere runs"
 	@echo "                   of DATASET/CONFIG -> results/$(FIGURES_OUT)/"
 	@echo "make data          install Fashion-MNIST (Debian package) into data/"
@@ -83,8 +88,8 @@ linear-eval: install
 	$(PY) scripts/linear_eval.py $(LINEAR_CONFIG) run_dir=runs/$(RUN_NAME) $(ARGS)
 
 figures: install
-	$(PY) scripts/make_figures.py runs/$(DATASET)-supcon$(if $(filter paper,$(CONFIG)),,-$(CONFIG)) \
-		runs/$(DATASET)-sincere$(if $(filter paper,$(CONFIG)),,-$(CONFIG)) \
+	$(PY) scripts/make_figures.py runs/$(call run_name,supcon) \
+		runs/$(call run_name,sincere) \
 		--out results/$(FIGURES_OUT) --fig3-class $(FIG3_CLASS)
 
 reproduce-mini: install data

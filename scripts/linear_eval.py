@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sincere.checkpoint import CheckpointError  # noqa: E402
-from sincere.config import ConfigError, LinearConfig, load_config  # noqa: E402
-from sincere.data import DataNotFoundError  # noqa: E402
-from sincere.linear_eval import linear_eval  # noqa: E402
+from sincere.checkpoint import CheckpointError
+from sincere.config import ConfigError, LinearConfig, load_config
+from sincere.data import DataNotFoundError
+from sincere.linear_eval import linear_eval
 
 
 def main(argv=None) -> int:

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sincere.checkpoint import CheckpointError  # noqa: E402
-from sincere.config import ConfigError, load_config  # noqa: E402
-from sincere.data import DataNotFoundError  # noqa: E402
-from sincere.distributed import DistributedError, torchrun_env  # noqa: E402
-from sincere.pretrain import RunDirectoryError, pretrain  # noqa: E402
+from sincere.checkpoint import CheckpointError
+from sincere.config import ConfigError, load_config
+from sincere.data import DataNotFoundError
+from sincere.distributed import DistributedError, torchrun_env
+from sincere.pretrain import pretrain
+from sincere.runs import RunDirectoryError
 
 
 def main(argv=None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from sincere.analysis.bootstrap import paired_bootstrap, topk_correct
+from sincere.analysis.bootstrap import paired_bootstrap
+from sincere.linear_eval import topk_correct
 from sincere.analysis.similarity import (
     class_similarity_matrix,
     same_and_different,
@@ -20,7 +22,7 @@ from sincere.analysis.similarity import (
 from sincere.config import LinearConfig, load_config
 from sincere.linear_eval import linear_eval
 from sincere.pretrain import pretrain
-from tests.test_pretrain import DIGITS
+from tests.helpers import DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,7 +160,10 @@ def test_make_figures_produces_every_table_and_figure(digit_runs, tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts" / "make_figures.py"), str(digit_runs["sincere"]),
            str(digit_runs["supcon"]), "--out", str(out), "--fig3-class", "7",
            "--bootstrap", "200"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    # The script imports the installed package; PYTHONPATH makes that this checkout's.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     for stem in ("table1", "table2"):
         for ext in ("md", "tex", "csv"):

@@ -1,71 +1,100 @@
-"""The end-to-end chain: reproduce-paper as a CPU dry run, and stage reuse."""
+"""The reproduction chain (``sincere.experiments``): reproduce-paper as a CPU dry run, the
+hard-negative experiment through the same chain, stage reuse and its timings, and the command
+line of ``scripts/reproduce.py``."""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from sincere import experiments
+from tests.helpers import DIGITS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import pytest  # noqa: E402
-
-from tests.test_pretrain import write_cifar_archive  # noqa: E402
 
 
-def test_reproduce_paper_dry_run_and_reuse(tmp_path, monkeypatch, capsys):
+def script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python scripts/<name> args`` importing this checkout's ``sincere``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], cwd=cwd,
+                          env=env, capture_output=True, text=True)
+
+
+def test_reproduce_paper_dry_run_and_reuse(tmp_path, cifar10_root, monkeypatch, capsys):
     """`make reproduce-paper DATASET=cifar10 ARGS="epochs=1 max_steps=2 batch_size=8"` on CPU:
     the paper's ResNet-50 chain on a small CIFAR-format archive, every output produced; a second
-    invocation reuses every finished stage."""
-    import reproduce
-    write_cifar_archive(tmp_path / "data")
+    invocation reuses every finished stage and keeps the times they took when they ran; without
+    timings.json the reused stages are reported as not timed and the total leaves them out."""
     monkeypatch.chdir(tmp_path)
-    argv = ["--config", "paper", "--dataset", "cifar10", "--out", str(tmp_path / "results"),
-            "--bootstrap", "100", "--quiet",
-            "--args", "epochs=1", "max_steps=2", "batch_size=8", "data.num_workers=0",
-            f"data.root={tmp_path / 'data'}", "threads=2",
-            "--linear-args", "epochs=1", "batch_size=16", "num_workers=0"]
-    assert reproduce.main(argv) == 0
     out = tmp_path / "results"
+    options = experiments.chain_options(
+        ROOT, experiments.MAIN, "paper", "cifar10", out=out, bootstrap=100, quiet=True,
+        pretrain_args=("epochs=1", "max_steps=2", "batch_size=8", "data.num_workers=0",
+                       f"data.root={cifar10_root}", "threads=2"),
+        linear_args=("epochs=1", "batch_size=16", "num_workers=0"))
+    first = experiments.run_chain(experiments.MAIN, options)
     for name in ("table1.md", "table2.md", "fig2_class_similarity.png",
                  "fig3_target_noise_similarity.png", "figA1_confusion.png", "tsne.png",
-                 "REPORT.md"):
+                 "similarity.json", "timings.json", "REPORT.md"):
         assert (out / name).is_file(), name
     for loss in ("supcon", "sincere"):
         assert (tmp_path / "runs" / f"cifar10-{loss}" / "linear" / "predictions.pt").is_file()
+        assert (out / "runs" / f"cifar10-{loss}" / "metrics.jsonl").is_file()
     report = (out / "REPORT.md").read_text()
-    assert "resnet50" in report and "Table 2" in report
+    assert "resnet50" in report and "Table 2" in report and "SupCon's floor" in report
+    assert list(first) == ["pretrain supcon", "pretrain sincere", "linear probe supcon",
+                           "linear probe sincere", "tables and figures", "total"]
+    assert all(v is not None and v > 0 for v in first.values())
     capsys.readouterr()
 
-    assert reproduce.main(argv) == 0
+    second = experiments.run_chain(experiments.MAIN, options)
     printed = capsys.readouterr().out
     assert printed.count("finished earlier with this config, reused") == 2
     assert printed.count("finished earlier with this config and checkpoint, reused") == 2
+    for key in ("pretrain supcon", "pretrain sincere", "linear probe supcon"):
+        assert second[key] == first[key]                  # the recorded time, not the rerun's
+    assert json.loads((out / "timings.json").read_text()) == second
+
+    (out / "timings.json").unlink()                       # reused stages with no recorded time
+    third = experiments.run_chain(experiments.MAIN, options)
+    assert third["pretrain supcon"] is None and third["linear probe sincere"] is None
+    assert third["total"] == third["tables and figures"] and not math.isnan(third["total"])
+    assert json.loads((out / "timings.json").read_text())["pretrain sincere"] is None
+    report = (out / "REPORT.md").read_text()
+    assert "- pretrain supcon: reused from an earlier chain (`make reproduce-paper`), not " \
+           "timed here" in report
+    assert "nan" not in report.split("## Table 1")[0]
 
 
-def test_hard_negative_experiment_dry_run(tmp_path, monkeypatch, capsys):
-    """`--experiment hard-negatives` end to end on a small CIFAR-format archive: five runs (UCL,
-    H-UCL, SCL, H-SCL beta 1 and 2), their probes, the accuracy table, the four losses on the
-    same batches, the Assumption-1 curves and the published per-run logs."""
-    import json
-
-    import reproduce
-    write_cifar_archive(tmp_path / "data")
+def test_hard_negative_experiment_dry_run(tmp_path, cifar10_root, monkeypatch, capsys):
+    """The hard-negative experiment end to end through the same chain on a small CIFAR-format
+    archive: five runs (UCL, H-UCL, SCL, H-SCL beta 1 and 2) named by ``runs.run_name``, their
+    probes, the accuracy table, the four losses on the same batches, the Assumption-1 curves and
+    the published per-run logs."""
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "results"
-    argv = ["--config", "paper", "--dataset", "cifar10", "--experiment", "hard-negatives",
-            "--out", str(out), "--bootstrap", "50", "--quiet",
-            "--args", "epochs=2", "batch_size=16", "model.arch=resnet18", "model.width=8",
-            "data.num_workers=0", f"data.root={tmp_path / 'data'}", "threads=2",
-            "monitor.heldout_batches=2", "knn_every=1",
-            "--linear-args", "epochs=1", "batch_size=32", "num_workers=0"]
-    assert reproduce.main(argv) == 0
+    experiment = experiments.HARD_NEGATIVES
+    options = experiments.chain_options(
+        ROOT, experiment, "paper", "cifar10", out=out, bootstrap=50, quiet=True,
+        pretrain_args=("epochs=2", "batch_size=16", "model.arch=resnet18", "model.width=8",
+                       "data.num_workers=0", f"data.root={cifar10_root}", "threads=2",
+                       "monitor.heldout_batches=2", "knn_every=1"),
+        linear_args=("epochs=1", "batch_size=32", "num_workers=0"))
+    timings = experiments.run_chain(experiment, options)
     for name in ("accuracy.md", "accuracy.csv", "curves.md", "fig5_losses_same_batches.png",
-                 "fig4_assumption1.png", "summary.json", "REPORT.md"):
+                 "fig4_assumption1.png", "summary.json", "timings.json", "REPORT.md"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary) == ["UCL (InfoNCE)", "H-UCL (β=1)", "SCL (SINCERE)", "H-SCL (β=1)",
                              "H-SCL (β=2)"]
+    assert [k for k in timings if k.startswith("pretrain")] == [f"pretrain {m}" for m in summary]
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == ["cifar10-hscl-b1", "cifar10-hscl-b2", "cifar10-hucl-b1", "cifar10-infonce",
                     "cifar10-sincere"]
@@ -77,19 +106,41 @@ def test_hard_negative_experiment_dry_run(tmp_path, monkeypatch, capsys):
         assert 0.0 <= record["assumption1_b1"] <= 1.0
     table = (out / "accuracy.md").read_text()
     assert table.count("\n| ") == 6           # header + five methods
+    assert table in (out / "REPORT.md").read_text()
     capsys.readouterr()
+
+
+def test_timings_total_skips_untimed_stages_and_reads_old_nan(tmp_path):
+    """Older chains wrote an untimed stage as NaN: it reads back as None, and the total sums
+    only the timed stages."""
+    path = tmp_path / "timings.json"
+    path.write_text('{"pretrain a": 10.0, "pretrain b": NaN, "total": 10.0}')
+    recorded = experiments.read_timings(path)
+    assert recorded == {"pretrain a": 10.0, "pretrain b": None, "total": 10.0}
+    assert experiments.with_total({**recorded, "tables and figures": 2.5})["total"] == 12.5
+    assert experiments.read_timings(tmp_path / "none.json") == {}
+
+
+def test_reproduce_cli_refuses_a_run_directory_holding_another_run(tmp_path):
+    """A run directory that holds something else stops the chain with a one-line error and exit
+    status 2 unless --force; a missing config is a usage error (also status 2)."""
+    (tmp_path / "runs" / "cifar10-supcon").mkdir(parents=True)     # no checkpoint: not ours
+    done = script("reproduce.py", "--config", "paper", "--dataset", "cifar10", "--out",
+                  str(tmp_path / "results"), "--quiet", "--args", "epochs=1", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "runs/cifar10-supcon holds a run with another config: pass --force" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = script("reproduce.py", "--config", "paper", "--dataset", "mnist", cwd=tmp_path)
+    assert done.returncode == 2 and "no config" in done.stderr
 
 
 def test_hscl_with_beta_zero_trains_exactly_like_sincere(tmp_path):
     """H-SCL with beta = 0 is SINCERE (Jiang et al.'s tilt is uniform): the same seed gives the
     same pretraining, step for step, to numerical precision."""
-    import json
-
     import torch
 
     from sincere.config import load_config
     from sincere.pretrain import pretrain
-    from tests.test_pretrain import DIGITS
 
     common = DIGITS + ["epochs=2", "deterministic=true", "knn_every=0", "data.subset=320",
                        "monitor.betas=[0.0]", "monitor.heldout_every=0"]

@@ -3,7 +3,8 @@
 Table 1: average pretraining loss of the first and last epoch for the SupCon- and the SINCERE-
 trained run (from ``metrics.jsonl``). Table 2: linear-probe top-1 / top-5 test accuracy as the mean
 of test-set bootstrap resamples with 95% intervals, and the paired SINCERE - SupCon difference.
-The paper's own numbers (``results/paper/tables.json``) stand beside ours, labelled as the paper's.
+The paper's own numbers (``paper_tables.json``, package data beside this module) stand beside
+ours, labelled as the paper's. Under Table 1 the reports print SupCon's floor (``supcon_floor``).
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sincere.analysis.bootstrap import paired_bootstrap, topk_correct
+from sincere.analysis.bootstrap import paired_bootstrap
+from sincere.linear_eval import topk_correct
+from sincere.runs import read_metrics
 
-PAPER_TABLES = Path(__file__).resolve().parents[2] / "results" / "paper" / "tables.json"
+PAPER_TABLES = "paper_tables.json"     # package data of sincere.analysis: the paper's numbers
 NAMES = {"supcon": "SupCon", "sincere": "SINCERE"}
 
 
@@ -57,14 +61,19 @@ class Table:
 
 
 def paper_numbers() -> dict:
-    return json.loads(PAPER_TABLES.read_text())
+    """The numbers quoted from the paper's Tables 1-2 and Figure 2 (``paper_tables.json``)."""
+    return json.loads(resources.files("sincere.analysis").joinpath(PAPER_TABLES)
+                      .read_text(encoding="utf-8"))
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: pretrain the run first")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def supcon_floor(labels: np.ndarray, batch_size: int, n_views: int) -> float:
+    """SupCon's lower bound mean_t log|P_t| for a batch of ``batch_size`` images x ``n_views``
+    views with the classes in the proportions of ``labels``: by Jensen,
+    LSE_{i != t} s_ti >= log sum_{p in P_t} e^{s_tp} >= log|P_t| + mean_p s_tp, so Eq. 3's
+    L_out >= log|P_t| per anchor (SINCERE's floor, Eq. 12, is 0)."""
+    share = np.bincount(labels) / len(labels)
+    n_pos = n_views * batch_size * share - 1
+    return float((share * np.log(np.maximum(n_pos, 1))).sum())
 
 
 def table1(runs: dict[str, Path], dataset: str) -> Table:
