@@ -5,7 +5,7 @@ Large size (default 65,536 views = 32,768 images x 2 views, dim 128, 10 classes)
 path would need several n x n fp32 matrices of 16 GiB each: for each loss and chunk size, one
 forward+backward in a fresh subprocess, timed, with its peak memory (on CPU the rise of the
 resident-set high-water mark, reset through /proc/self/clear_refs, glibc's mmap threshold fixed
-so freed buffers leave the resident set: the helpers of scripts/bench_losses.py). Each peak is
+so freed buffers leave the resident set: ``sincere.benchmark``). Each peak is
 compared with the estimate below, written from what the code allocates:
 
     SINCERE / InfoNCE:  4 c n  +  14 c w  +  2 * 4 n d  +  64 n   bytes
@@ -33,26 +33,22 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_losses import (  # noqa: E402
-    _status_kib,
+from sincere.benchmark import (
+    loss_inputs,
     machine_description,
-    make_inputs,
+    peak_memory,
+    quartiles,
     round_robin,
-    sync,
+    run_child,
 )
+from sincere.losses import build_loss
 
-from sincere.losses import build_loss  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 LOSS_NAMES = {"sincere": "SINCERELoss", "supcon": "SupConLoss", "infonce": "InfoNCELoss"}
 MIB = 2.0 ** 20
@@ -87,42 +83,23 @@ def make_step(loss: str, chunk: int, z, labels, temperature: float):
 
 
 def child(args) -> dict:
-    z, labels = make_inputs(args.child_size, args.dim, args.classes, args.device)
+    z, labels = loss_inputs(args.child_size, args.dim, args.classes, args.device)
     # warm-up (thread pool, BLAS workspaces, lazy initialisation) with the same block shapes on
     # at most 8,192 views: one full-size warm-up step would double the run time at 65,536
     k = min(z.shape[0], 4096)                              # images, 2 views each
     make_step(args.child, args.child_chunk, z[:k], labels[:k], args.temperature)()
     step = make_step(args.child, args.child_chunk, z, labels, args.temperature)
-    if args.device.startswith("cuda"):
-        sync(args.device)
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        t0 = time.perf_counter()
-        step()
-        sync(args.device)
-        seconds = time.perf_counter() - t0
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        Path("/proc/self/clear_refs").write_text("5")      # reset the RSS high-water mark
-        before = _status_kib("VmRSS")
-        t0 = time.perf_counter()
-        step()
-        seconds = time.perf_counter() - t0
-        peak = (_status_kib("VmHWM") - before) * 1024.0
+    seconds, peak = peak_memory(step, args.device)
     return {"seconds": seconds, "peak_bytes": peak}
 
 
 def measure(loss: str, chunk: int, size: int, args) -> dict | None:
-    cmd = [sys.executable, __file__, "--child", loss, "--child-chunk", str(chunk),
-           "--child-size", str(size), "--dim", str(args.dim), "--classes", str(args.classes),
-           "--device", args.device, "--threads", str(args.threads),
-           "--temperature", str(args.temperature)]
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        print(f"  {loss} chunk {chunk} at {size}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """:func:`child` in a fresh process (``sincere.benchmark.run_child``)."""
+    return run_child([__file__, "--child", loss, "--child-chunk", str(chunk),
+                      "--child-size", str(size), "--dim", str(args.dim),
+                      "--classes", str(args.classes), "--device", args.device,
+                      "--threads", str(args.threads), "--temperature", str(args.temperature)],
+                     what=f"{loss} chunk {chunk} at {size}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +108,7 @@ def measure(loss: str, chunk: int, size: int, args) -> dict | None:
 
 
 def time_side_by_side(size: int, entries, args) -> dict:
-    z, labels = make_inputs(size, args.dim, args.classes, args.device)
+    z, labels = loss_inputs(size, args.dim, args.classes, args.device)
     steps = {e: make_step(e[0], e[1], z, labels, args.temperature) for e in entries}
     return round_robin(steps, args.rounds, args.device)
 
@@ -153,7 +130,7 @@ def render(large, small, args, command: str, load_before: str, load_after: str) 
     lines = [
         "# Chunked losses: memory-bounded forward + backward",
         "",
-        f"- Machine: {machine_description(args)}; device `{args.device}`; load average "
+        f"- Machine: {machine_description(args.device)}; device `{args.device}`; load average "
         f"(1/5/15 min) {load_before} before, {load_after} after the run",
         f"- torch {torch.__version__}, Python {platform.python_version()}, "
         f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
@@ -211,8 +188,8 @@ def render(large, small, args, command: str, load_before: str, load_after: str) 
             "|---|---|---:|---:|---:|---:|---:|",
         ]
         for (loss, chunk), ts in times.items():
-            med = statistics.median(ts)
-            q = statistics.quantiles(ts, n=4) if len(ts) >= 4 else [min(ts), med, max(ts)]
+            q = quartiles(ts)
+            med = q[1]
             dense = statistics.median(times[(loss, 0)])
             mem = memory.get((loss, chunk))
             mem_s = f"{mem['peak_bytes'] / MIB:.0f}" if mem else "n/a"
@@ -258,7 +235,7 @@ def main(argv=None):
     load_before = _load()
 
     large = {}
-    _, labels = make_inputs(args.size, args.dim, args.classes, "cpu")
+    _, labels = loss_inputs(args.size, args.dim, args.classes, "cpu")
     for loss in args.losses:
         for chunk in args.chunks:
             width = block_width(labels, 2, chunk) if loss != "infonce" else 2
@@ -277,7 +254,7 @@ def main(argv=None):
         entries = [(loss, chunk) for loss in args.losses for chunk in [0] + args.chunks]
         print(f"n = {size}: timing dense and chunked side by side ...", flush=True)
         times = time_side_by_side(size, entries, args)
-        _, small_labels = make_inputs(size, args.dim, args.classes, "cpu")
+        _, small_labels = loss_inputs(size, args.dim, args.classes, "cpu")
         memory, estimates = {}, {}
         for loss, chunk in entries:
             med = statistics.median(times[(loss, chunk)])

@@ -9,7 +9,7 @@ medians and each entry's ratio to the floor measured in the same run.
 Peak memory is measured for each (entry, size) in a fresh subprocess: on CPU as the rise of the
 process's resident-set high-water mark during one forward+backward (reset through
 /proc/self/clear_refs, with glibc's mmap threshold fixed so freed buffers leave the resident set);
-on CUDA with torch.cuda.max_memory_allocated.
+on CUDA with torch.cuda.max_memory_allocated (``sincere.benchmark.peak_memory``).
 
     python scripts/bench_losses.py                      # -> results/benchmarks/losses.md
     python scripts/bench_losses.py --sizes 1024 --rounds 50 --no-memory --out /tmp/x.md
@@ -20,21 +20,24 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+from sincere.benchmark import (
+    loss_inputs,
+    machine_description,
+    peak_memory,
+    quartiles,
+    round_robin,
+    run_child,
+)
+from sincere.losses import build_loss
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sincere.losses import build_loss  # noqa: E402
 
 ENTRIES = {
     "floor: z @ z.T fwd+bwd": None,
@@ -47,14 +50,6 @@ ENTRIES = {
     "pytorch-metric-learning SupConLoss": "pml",
 }
 FLOOR = "floor: z @ z.T fwd+bwd"
-
-
-def make_inputs(n_views_total: int, dim: int, n_classes: int, device: str, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    n_images = n_views_total // 2
-    z = F.normalize(torch.randn(n_images, 2, dim, generator=g), dim=-1).to(device)
-    labels = torch.randint(0, n_classes, (n_images,), generator=g).to(device)
-    return z, labels
 
 
 def make_step(entry: str, z, labels, temperature: float):
@@ -87,30 +82,8 @@ def make_step(entry: str, z, labels, temperature: float):
     return step
 
 
-def sync(device: str):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def round_robin(steps: dict, rounds: int, device: str) -> dict:
-    """Time every callable of ``steps`` once per round after one warm-up call each; the order
-    rotates every round so machine noise hits all entries alike. Returns key -> seconds list."""
-    for step in steps.values():         # warm-up
-        step()
-    names = list(steps)
-    times = {e: [] for e in names}
-    for r in range(rounds):
-        for e in names[r % len(names):] + names[:r % len(names)]:
-            sync(device)
-            t0 = time.perf_counter()
-            steps[e]()
-            sync(device)
-            times[e].append(time.perf_counter() - t0)
-    return times
-
-
 def time_entries(size, args) -> dict[str, list[float]]:
-    z, labels = make_inputs(size, args.dim, args.classes, args.device)
+    z, labels = loss_inputs(size, args.dim, args.classes, args.device)
     steps = {e: make_step(e, z, labels, args.temperature) for e in ENTRIES}
     rounds = args.rounds or max(5, min(40, int(40 * (1024 / size) ** 2)))
     return round_robin(steps, rounds, args.device)
@@ -121,41 +94,22 @@ def time_entries(size, args) -> dict[str, list[float]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def measure_memory_child(entry: str, size: int, args) -> float:
     """Peak extra bytes of one forward+backward, measured inside this (fresh) process."""
-    z, labels = make_inputs(size, args.dim, args.classes, args.device)
+    z, labels = loss_inputs(size, args.dim, args.classes, args.device)
     step = make_step(entry, z, labels, args.temperature)
     step()                                             # warm-up: lazy initialisation
-    if args.device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    Path("/proc/self/clear_refs").write_text("5")      # reset the RSS high-water mark
-    before = _status_kib("VmRSS")
-    step()
-    return (_status_kib("VmHWM") - before) * 1024.0
+    return peak_memory(step, args.device)[1]
 
 
 def measure_memory(entry: str, size: int, args) -> float | None:
-    cmd = [sys.executable, __file__, "--child", entry, "--child-size", str(size),
-           "--dim", str(args.dim), "--classes", str(args.classes), "--device", args.device,
-           "--threads", str(args.threads), "--temperature", str(args.temperature)]
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        print(f"  memory of {entry} at {size}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+    """:func:`measure_memory_child` in a fresh process (``sincere.benchmark.run_child``)."""
+    res = run_child([__file__, "--child", entry, "--child-size", str(size),
+                     "--dim", str(args.dim), "--classes", str(args.classes),
+                     "--device", args.device, "--threads", str(args.threads),
+                     "--temperature", str(args.temperature)],
+                    what=f"memory of {entry} at {size}")
+    return None if res is None else res["peak_bytes"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,28 +117,11 @@ def measure_memory(entry: str, size: int, args) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine_description(args) -> str:
-    if args.device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    return f"{cpu_model()}, {os.cpu_count()} cores visible, torch.set_num_threads({args.threads})"
-
-
 def render(results, args, command: str) -> str:
     lines = [
         "# Loss benchmark: forward + backward",
         "",
-        f"- Machine: {machine_description(args)}; device `{args.device}`",
+        f"- Machine: {machine_description(args.device)}; device `{args.device}`",
         f"- torch {torch.__version__}, Python {platform.python_version()}, "
         f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         f"- Command: `{command}`",
@@ -206,8 +143,8 @@ def render(results, args, command: str) -> str:
                   "", "| loss | median ms [IQR] | x floor | peak MiB | x floor memory |",
                   "|---|---:|---:|---:|---:|"]
         for e, ts in entry_times.items():
-            med = statistics.median(ts)
-            q = statistics.quantiles(ts, n=4) if len(ts) >= 4 else [min(ts), med, max(ts)]
+            q = quartiles(ts)
+            med = q[1]
             mem = memory.get(e)
             mem_s = f"{mem / 2**20:.0f}" if mem is not None else "n/a"
             ratio_m = f"{mem / floor_m:.2f}" if mem is not None and floor_m else "n/a"

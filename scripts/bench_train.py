@@ -1,22 +1,29 @@
 """Benchmark: the PIL DataLoader against the on-device augmentation, alone and feeding training.
 
-(a) Data pipeline, views/s: the PIL path of pretraining (``build_data`` from a config, then a
-    DataLoader built as ``sincere.pretrain`` builds it: shuffled, drop_last, ``--workers``
-    worker processes) against ``sincere.augment.DeviceTwoViewLoader`` (the same images as one
+Everything measured is pretraining's own code: each setting is built by
+``sincere.pretrain.set_up`` (data, model, loss, optimizer, schedule, on-device pipeline; its run
+directory a temporary folder that is never written), its batches come from
+``sincere.loaders.batch_source`` and its steps are ``sincere.pretrain.train_step``. Round ``r``
+draws its order and augmentations as pretraining's epoch ``r`` does.
+
+(a) Data pipeline, views/s: the PIL path of pretraining (``sincere.loaders.pil_loader``: the
+    two-view dataset of ``build_data``, shuffled, drop_last, ``--workers`` worker processes)
+    against the on-device one (``sincere.loaders.device_pipeline``: the same images as one
     uint8 tensor on the device, SupCon's augmentation as batched per-view tensor ops; on a CPU
     once with torch's intra-op threads and once with ``--augment-threads``, default 1), in
     interleaved rounds (the order rotates), medians over rounds. PIL is timed in steady state:
     from its first batch (worker start-up, reported apart) to its last; on-device over an epoch.
     Settings: the mini config (Fashion-MNIST, 10,000-image subset, 28x28x1, batch 256 x 2 views)
     and CIFAR-10-shaped data (the paper config's batch of 512 x 2 views; random uint8 32x32x3
-    images written in CIFAR's own pickle format to a temporary folder and read by
-    ``sincere.data.load_cifar``, because CIFAR cannot be downloaded here).
-(b) Training step, views/s: forward + backward + loss + SGD step of ``sincere.models.build_model``
-    with the config's model and loss, fed by pre-made tensors already on the device (the
-    model-only ceiling), by the on-device pipeline, and by the PIL DataLoader; round-robin over
-    the feeds, medians. For the mini config and the paper config (ResNet-50 on CIFAR-shaped
-    data; on a CPU with ``--paper-batch`` images, default 8, and few steps). On CUDA: bf16
-    autocast, channels_last and fused SGD as in pretraining, and peak GPU memory per feed.
+    images written in CIFAR's own pickle format by ``sincere.data.write_cifar`` to a temporary
+    folder and read by ``sincere.data.load_cifar``, because CIFAR cannot be downloaded here).
+(b) Training step, views/s: ``sincere.pretrain.train_step`` (forward + backward + loss + SGD
+    step + schedule step, without pretraining's monitors and logging) fed by pre-made tensors
+    already on the device (the model-only ceiling), by the on-device pipeline, and by the PIL
+    DataLoader; round-robin over the feeds, medians. For the mini config and the paper config
+    (ResNet-50 on CIFAR-shaped data; on a CPU with ``--paper-batch`` images, default 8, and few
+    steps). On CUDA: bf16 autocast, channels_last and fused SGD as in pretraining, and peak GPU
+    memory per feed.
 
     python scripts/bench_train.py                            # -> results/benchmarks/training.md
     python scripts/bench_train.py --device cuda --steps 20 --out /tmp/training-cuda.md
@@ -25,9 +32,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
-import pickle
 import platform
 import statistics
 import sys
@@ -35,79 +42,69 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+
+from sincere.benchmark import machine_description, rotated, sync
+from sincere.config import PretrainConfig, load_config
+from sincere.data import write_cifar
+from sincere.distributed import DistEnv
+from sincere.loaders import batch_source, device_pipeline, steps_per_epoch
+from sincere.models import count_parameters
+from sincere.pretrain import Run, set_up, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_losses import cpu_model  # noqa: E402
-
-from sincere.augment import DeviceTwoViewLoader, build_augment  # noqa: E402
-from sincere.config import PretrainConfig, load_config  # noqa: E402
-from sincere.data import DataBundle, build_data, dataset_tensors  # noqa: E402
-from sincere.losses import build_loss  # noqa: E402
-from sincere.models import build_model, count_parameters  # noqa: E402
-from sincere.optim import build_optimizer  # noqa: E402
-
 MINI = ROOT / "configs" / "mini" / "fashion_mnist.yaml"
 PAPER = ROOT / "configs" / "paper" / "cifar10.yaml"
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def write_cifar_folder(root: Path, per_batch: int, seed: int = 0) -> None:
-    """A CIFAR-10 folder in the official pickle format holding random uint8 images."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
+def write_random_cifar(root: Path, per_batch: int, seed: int = 0) -> None:
+    """A CIFAR-10 folder in the official pickle format (``sincere.data.write_cifar``) holding
+    random uint8 images: five training batch files and the test file, ``per_batch`` each."""
     rng = np.random.default_rng(seed)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, per_batch).tolist()
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, "labels": labels, "batch_label": name}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    classes = [f"class{i}" for i in range(10)]
+    for train, n in ((True, 5 * per_batch), (False, per_batch)):
+        images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        write_cifar("cifar10", root, train, images, rng.integers(0, 10, n).tolist(), classes)
 
 
 @dataclass
 class Setting:
+    """One benchmarked config and the run ``sincere.pretrain.set_up`` builds from it (released
+    with :meth:`release` once measured, so the next setting's GPU memory is its own)."""
     name: str
     description: str
     config: PretrainConfig
-    data: DataBundle
-    images: torch.Tensor = field(default=None)     # uint8 (N, C, H, W) on the device
-    labels: torch.Tensor = field(default=None)
+    env: DistEnv
+    run: Optional[Run] = None
+    pipelines: dict = field(default_factory=dict)   # augment threads (0: torch's) -> pipeline
+
+    @property
+    def data(self):
+        return self.run.data
+
+    def pipeline(self, threads: int) -> dict:
+        """The on-device pipeline (``sincere.loaders.device_pipeline``) whose augmentation runs
+        with ``threads`` CPU threads (0: torch's setting; ignored on CUDA)."""
+        if threads not in self.pipelines:
+            config = dataclasses.replace(
+                self.config, data=dataclasses.replace(self.config.data, augment_threads=threads))
+            self.pipelines[threads] = device_pipeline(self.data, config, self.env.device)
+        return self.pipelines[threads]
+
+    def release(self) -> None:
+        self.run, self.pipelines = None, {}
 
 
 def make_setting(name: str, description: str, config: PretrainConfig,
                  device: torch.device) -> Setting:
-    data = build_data(config, download=False)
-    images, labels = dataset_tensors(data.train)
-    return Setting(name, description, config, data, images.to(device), labels.to(device))
-
-
-def pil_loader(s: Setting, seed: int, device: torch.device, batch_size: int = 0) -> DataLoader:
-    """The single-process pretraining DataLoader (as sincere.pretrain builds it)."""
-    return DataLoader(s.data.train, batch_size=batch_size or s.config.batch_size, shuffle=True,
-                      drop_last=True, num_workers=s.config.data.num_workers,
-                      generator=torch.Generator().manual_seed(seed),
-                      pin_memory=device.type == "cuda", persistent_workers=False)
-
-
-def device_loader(s: Setting, seed: int, batch_size: int = 0,
-                  threads: int | None = None) -> DeviceTwoViewLoader:
-    c = s.config
-    augment = build_augment(c.data.augment, s.data.image_size, s.data.mean, s.data.std,
-                            c.n_views, threads=threads)
-    return DeviceTwoViewLoader(s.images, s.labels, augment, batch_size or c.batch_size,
-                               generator=torch.Generator().manual_seed(seed))
+    """``config`` (with ``data.pipeline=device``, ``data.augment_threads=0``) set up as
+    pretraining sets it up, in a single process on ``device``."""
+    env = DistEnv(device=device)
+    run = set_up(config, env)
+    return Setting(name, description, config, env, run, {0: run.pipeline})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,58 +112,55 @@ def device_loader(s: Setting, seed: int, batch_size: int = 0,
 # ---------------------------------------------------------------------------------------------
 
 
-def time_pil(s: Setting, n_batches: int, seed: int, device: torch.device):
+def time_pil(s: Setting, n_batches: int, epoch: int):
     """(steady-state views/s, worker start-up s) over ``n_batches`` after the first."""
-    loader = pil_loader(s, seed, device)
+    source = batch_source(s.data, s.config, epoch, s.env, channels_last=False)
     t0 = time.perf_counter()
-    it = iter(loader)
-    next(it)
+    next(source)
     t1 = time.perf_counter()
-    views = None
+    x = None
     for _ in range(n_batches):
-        views, labels = next(it)
-        views = views.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-    sync(device)
+        x, labels = next(source)
+    sync(s.env.device)
     t2 = time.perf_counter()
-    del it                                   # shut the workers down before anything else runs
-    return n_batches * views.shape[0] * views.shape[1] / (t2 - t1), t1 - t0
+    source.close()                           # shut the workers down before anything else runs
+    return n_batches * x.shape[0] / (t2 - t1), t1 - t0
 
 
-def time_device(s: Setting, n_batches: int, seed: int, device: torch.device,
-                threads: int | None = None) -> float:
-    loader = device_loader(s, seed, threads=threads)
-    sync(device)
+def time_device(s: Setting, n_batches: int, epoch: int, threads: int = 0) -> float:
+    source = batch_source(s.data, s.config, epoch, s.env, channels_last=False,
+                          pipeline=s.pipeline(threads))
+    sync(s.env.device)
     t0 = time.perf_counter()
-    views = None
-    for _, (views, labels) in zip(range(n_batches), loader):
+    x = None
+    for _, (x, labels) in zip(range(n_batches), source):
         pass
-    sync(device)
-    return n_batches * views.shape[0] * views.shape[1] / (time.perf_counter() - t0)
+    sync(s.env.device)
+    return n_batches * x.shape[0] / (time.perf_counter() - t0)
 
 
-def bench_pipeline(s: Setting, n_batches: int, rounds: int, device: torch.device,
-                   augment_threads: int) -> dict:
+def bench_pipeline(s: Setting, n_batches: int, rounds: int, augment_threads: int) -> dict:
     """PIL: ``n_batches`` after its first; on-device (with torch's threads, and on a CPU also
     with ``augment_threads``): a whole epoch (fast enough, and a longer run is less at the
-    mercy of scheduling noise). The entries take turns, in a rotating order."""
-    available = len(s.data.train) // s.config.batch_size
+    mercy of scheduling noise). The entries take turns, in a rotating order; round ``r`` is
+    pretraining's epoch ``r``."""
+    available = steps_per_epoch(s.data, s.config)
     if available < n_batches + 1:
         raise SystemExit(f"{s.name}: {available} batches per epoch; --batches must be below it")
-    entries = ["pil", "device"] + (["device-threads"] if device.type == "cpu" else [])
-    time_device(s, 2, seed=999, device=device)                      # warm-up
+    on_cpu = s.env.device.type == "cpu"
+    entries = ["pil", "device"] + (["device-threads"] if on_cpu else [])
+    time_device(s, 2, epoch=999)                                    # warm-up
     res = {e: [] for e in entries}
     res["startup"] = []
     for r in range(rounds):
-        for which in entries[r % len(entries):] + entries[:r % len(entries)]:
+        for which in rotated(entries, r):
             if which == "pil":
-                v, st = time_pil(s, n_batches, seed=r, device=device)
+                v, st = time_pil(s, n_batches, epoch=r)
                 res["pil"].append(v)
                 res["startup"].append(st)
             else:
-                threads = augment_threads if which == "device-threads" else None
-                res[which].append(time_device(s, available, seed=r, device=device,
-                                              threads=threads))
+                threads = augment_threads if which == "device-threads" else 0
+                res[which].append(time_device(s, available, epoch=r, threads=threads))
         print(f"  {s.name} round {r + 1}/{rounds}: " + "   ".join(
             f"{e} {res[e][-1]:8.0f}" for e in entries) + " views/s", flush=True)
     res["n_batches"], res["device_batches"] = n_batches, available
@@ -178,70 +172,45 @@ def bench_pipeline(s: Setting, n_batches: int, rounds: int, device: torch.device
 # ---------------------------------------------------------------------------------------------
 
 
-class Trainer:
-    """One pretraining step as sincere.pretrain takes it (without its logging)."""
-
-    def __init__(self, config: PretrainConfig, in_channels: int, device: torch.device):
-        on_cuda = device.type == "cuda"
-        self.device = device
-        self.model = build_model(config, in_channels).to(device)
-        self.channels_last = config.channels_last and on_cuda
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.model.train()
-        self.loss_fn = build_loss(config.loss.name, **config.loss.kwargs())
-        self.optimizer = build_optimizer(self.model, config.optim, fused=on_cuda)
-        self.autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
-                                       enabled=on_cuda and config.amp)
-
-    def step(self, views: torch.Tensor, labels: torch.Tensor) -> float:
-        batch, n_views = views.shape[:2]
-        x = views.flatten(0, 1).to(self.device, non_blocking=True)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(self.device, non_blocking=True)
-        with self.autocast:
-            z = self.model(x)
-        loss = self.loss_fn(z.float().view(batch, n_views, -1), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.item()                   # the loop reads the loss every step, as pretraining
-
-
 FEEDS = ("pre-made tensors (ceiling)", "on-device pipeline", "PIL DataLoader")
 
 
-def bench_training(s: Setting, batch: int, steps: int, rounds: int, device: torch.device,
-                   augment_threads: int | None) -> dict:
-    trainer = Trainer(s.config, s.data.in_channels, device)
-    fixed = next(iter(device_loader(s, seed=12345, batch_size=batch)))
-    n_views = s.config.n_views
+def bench_training(s: Setting, batch: int, steps: int, rounds: int, augment_threads: int) -> dict:
+    """``steps`` timed ``sincere.pretrain.train_step`` calls per feed and round, ``batch``
+    images a step, on the setting's model, loss, optimizer and schedule."""
+    run, env, device = s.run, s.env, s.env.device
+    config = dataclasses.replace(s.config, batch_size=batch)
+    pipeline = s.pipeline(augment_threads)
+    fixed = next(batch_source(run.data, config, 12345, env, run.channels_last, s.pipeline(0)))
+    n_views = config.n_views
+    autocast = run.autocast()
+    run.train_model.train()
     times = {f: [] for f in FEEDS}
     memory = {f: 0 for f in FEEDS}
 
-    def batches(feed: str, seed: int):
-        if feed == FEEDS[0]:
-            while True:
-                yield fixed
-        elif feed == FEEDS[1]:
-            while True:
-                yield from device_loader(s, seed, batch, threads=augment_threads)
-        else:
-            while True:
-                yield from pil_loader(s, seed, device, batch)
+    def step(x: torch.Tensor, labels: torch.Tensor) -> None:
+        train_step(run.train_model, run.loss_fn, run.optimizer, run.scheduler, x, labels,
+                   n_views, autocast, run.global_loss)
 
-    trainer.step(*fixed)                                          # warm-up (allocations, cudnn)
+    def batches(feed: str, epoch: int):
+        while True:
+            if feed == FEEDS[0]:
+                yield fixed
+            else:
+                yield from batch_source(run.data, config, epoch, env, run.channels_last,
+                                        pipeline if feed == FEEDS[1] else None)
+
+    step(*fixed)                                                  # warm-up (allocations, cudnn)
     for r in range(rounds):
         for feed in FEEDS:
-            source = batches(feed, seed=r)
-            trainer.step(*next(source))              # untimed: PIL workers start, queues fill
+            source = batches(feed, epoch=r)
+            step(*next(source))                      # untimed: PIL workers start, queues fill
             sync(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
             for _ in range(steps):
-                trainer.step(*next(source))
+                step(*next(source))
             sync(device)
             times[feed].append(steps * batch * n_views / (time.perf_counter() - t0))
             source.close()                                        # stops PIL workers
@@ -250,19 +219,12 @@ def bench_training(s: Setting, batch: int, steps: int, rounds: int, device: torc
             print(f"  {s.name} train round {r + 1}/{rounds}: {feed:28s} "
                   f"{times[feed][-1]:8.1f} views/s", flush=True)
     return {"times": times, "memory": memory, "batch": batch, "steps": steps, "rounds": rounds,
-            "params": count_parameters(trainer.model)}
+            "params": count_parameters(run.model)}
 
 
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
-
-
-def machine(device: torch.device) -> str:
-    text = f"{cpu_model()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}"
-    if device.type == "cuda":
-        text += f"; GPU {torch.cuda.get_device_name(device)}"
-    return text
 
 
 def spread(values) -> str:
@@ -277,17 +239,20 @@ def render(pipeline: dict, training: dict, settings: dict, args, device, command
     lines = [
         "# Training throughput: PIL DataLoader vs on-device augmentation",
         "",
-        f"- Machine: {machine(device)}; device `{device}`",
+        f"- Machine: {machine_description(device)}; device `{device}`",
         f"- torch {torch.__version__}, torchvision "
         f"{__import__('torchvision').__version__}, Python {platform.python_version()}, "
         f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; the whole run took {wall / 60:.1f} min",
         f"- Command: `{command}`",
-        f"- PIL DataLoader: `build_data` + `DataLoader(shuffle=True, drop_last=True, "
-        f"num_workers={args.workers})` as in `sincere/pretrain.py`; on-device: "
-        "`sincere.augment.DeviceTwoViewLoader` (the dataset as one uint8 tensor on the device, "
+        "- Pretraining's own code: each config set up by `sincere.pretrain.set_up`, batches "
+        "from `sincere.loaders.batch_source`, round r drawn as epoch r. PIL DataLoader: "
+        "`sincere.loaders.pil_loader` (`DataLoader(shuffle=True, drop_last=True, "
+        f"num_workers={args.workers})`); on-device: `sincere.loaders.device_pipeline` "
+        "(`sincere.augment.DeviceTwoViewLoader`: the dataset as one uint8 tensor on the device, "
         "per-view random crop / flip / colour jitter / grayscale as batched tensor ops).",
         "- CIFAR-10-shaped data: random uint8 32x32x3 images written in CIFAR's pickle format "
-        f"({5 * args.cifar_per_batch:,} training images) and read by `load_cifar` — CIFAR cannot "
+        f"by `write_cifar` ({5 * args.cifar_per_batch:,} training images) and read by "
+        "`load_cifar` — CIFAR cannot "
         "be downloaded on this machine; augmentation cost does not depend on the pixel values "
         "beyond noise.",
         "- The machine may be shared with other jobs: every comparison is side by side in one "
@@ -342,8 +307,9 @@ def render(pipeline: dict, training: dict, settings: dict, args, device, command
             "",
             "## (b) Training step",
             "",
-            "Views per second of forward + backward + loss + SGD step (the loss read back every "
-            "step, as the pretraining loop does), fed by each source; round-robin over the "
+            "Views per second of `sincere.pretrain.train_step` (forward + backward + loss + SGD "
+            "step + schedule step; nothing read back per step, as in the pretraining loop; its "
+            "monitor losses and logging not included), fed by each source; round-robin over the "
             "feeds (rounds x timed steps in the batch column), one untimed step before each "
             "timed run"
             " (PIL workers start, queues fill). The ceiling trains on one pre-made batch "
@@ -425,33 +391,36 @@ def main(argv=None):
     start = time.perf_counter()
     load_start = os.getloadavg()[0]
 
-    common = [f"data.num_workers={args.workers}", f"device={device}"]
+    # set_up's config: the on-device pipeline built once (torch's threads; the --augment-threads
+    # variant is built beside it on a CPU), torch threads left as --threads set them
+    common = [f"data.num_workers={args.workers}", f"device={device}", f"threads={args.threads}",
+              "data.pipeline=device", "data.augment_threads=0"]
+    descriptions = {"mini": "Fashion-MNIST 28x28x1 (mini config)",
+                    "paper": "CIFAR-10-shaped 32x32x3 (paper config)"}
+    print(f"{machine_description(device)}; device {device}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        write_cifar_folder(Path(tmp), args.cifar_per_batch)
-        mini = load_config(MINI, common + [f"data.root={ROOT / 'data'}"])
-        paper = load_config(PAPER, common + [f"data.root={tmp}"])
-        settings = {
-            "mini": make_setting("mini", "Fashion-MNIST 28x28x1 (mini config)", mini, device),
-            "paper": make_setting("paper", "CIFAR-10-shaped 32x32x3 (paper config)", paper,
-                                  device),
+        write_random_cifar(Path(tmp) / "data", args.cifar_per_batch)
+        configs = {
+            "mini": load_config(MINI, common + [f"data.root={ROOT / 'data'}",
+                                                f"run_dir={tmp}/run-mini"]),
+            "paper": load_config(PAPER, common + [f"data.root={tmp}/data",
+                                                  f"run_dir={tmp}/run-paper"]),
         }
-        print(f"{machine(device)}; device {device}", flush=True)
-        pipeline = {}
-        for name, s in settings.items():
-            print(f"(a) pipeline: {s.description}, batch {s.config.batch_size} x "
-                  f"{s.config.n_views}", flush=True)
-            pipeline[name] = bench_pipeline(s, args.batches, args.rounds, device,
-                                            args.augment_threads)
-        training = {}
-        if not args.skip_training:
-            for name, s in settings.items():
-                batch = s.config.batch_size if name == "mini" else args.paper_batch
+        settings, pipeline, training = {}, {}, {}
+        for name, config in configs.items():   # one setting at a time on the device
+            s = settings[name] = make_setting(name, descriptions[name], config, device)
+            print(f"(a) pipeline: {s.description}, batch {config.batch_size} x "
+                  f"{config.n_views}", flush=True)
+            pipeline[name] = bench_pipeline(s, args.batches, args.rounds, args.augment_threads)
+            if not args.skip_training:
+                batch = config.batch_size if name == "mini" else args.paper_batch
                 steps = args.steps if name == "mini" else args.paper_steps
                 rounds = args.train_rounds if name == "mini" else args.paper_rounds
-                print(f"(b) training: {name} ({s.config.model.arch} width "
-                      f"{s.config.model.width}), batch {batch} x {s.config.n_views}", flush=True)
-                training[name] = bench_training(s, batch, steps, rounds, device,
-                                                args.augment_threads if not on_cuda else None)
+                print(f"(b) training: {name} ({config.model.arch} width "
+                      f"{config.model.width}), batch {batch} x {config.n_views}", flush=True)
+                training[name] = bench_training(s, batch, steps, rounds,
+                                                args.augment_threads if not on_cuda else 0)
+            s.release()
         wall = time.perf_counter() - start
         report = render(pipeline, training, settings, args, device, command.strip(), wall,
                         (load_start, os.getloadavg()[0]))
