@@ -59,8 +59,16 @@ from typing import Iterable, Iterator, Optional, Sequence
 import torch
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)   # ITU-R 601-2 luma: PIL's convert("L")
+
+# Codes of the colour stage's operations. The four jitter operations index the columns of
+# ``AugmentParams.factors``, the entries of ``AugmentParams.order`` and ``JITTER_OPS``; in the plan
+# of a batch (``TwoViewAugment._plan``) each view also gets SKIP (no operation in this step) or
+# GRAYSCALE. Views are sorted by code, so the codes are small consecutive integers.
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
-OP_NAMES = ("brightness", "contrast", "saturation", "hue")
+N_JITTER_OPS = 4                       # also the number of jitter steps (``order`` permutes them)
+SKIP = 4
+GRAYSCALE = 5
+N_CODES = 6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,10 +427,11 @@ class TwoViewAugment:
         crops = sample_crop_params(n, height, width, self.crop_scale, self.crop_ratio, generator)
         flip = torch.rand(n, generator=generator) < self.flip_p
         jitter = torch.rand(n, generator=generator) < self.jitter_p
-        order = torch.rand(n, 4, generator=generator).argsort(dim=1)   # uniform permutations
+        # a uniform random permutation of the jitter operations per view
+        order = torch.rand(n, N_JITTER_OPS, generator=generator).argsort(dim=1)
         lo = torch.tensor([r[0] for r in self.ranges])
         hi = torch.tensor([r[1] for r in self.ranges])
-        factors = lo + (hi - lo) * torch.rand(n, 4, generator=generator)
+        factors = lo + (hi - lo) * torch.rand(n, N_JITTER_OPS, generator=generator)
         gray = torch.rand(n, generator=generator) < self.grayscale_p
         return AugmentParams(crops, flip, jitter, order, factors, gray)
 
@@ -436,26 +445,28 @@ class TwoViewAugment:
         [(op, start, stop)] and the factor of each position; ``arrangements[i]`` lists the view
         at each position during step i, and the last one the final arrangement."""
         n = len(params)
-        active_ops = [op for op in range(4) if self.jitter[op] > 0
+        active_ops = [op for op in range(N_JITTER_OPS) if self.jitter[op] > 0
                       and (channels == 3 or op in (BRIGHTNESS, CONTRAST))]
         keys = []
         if active_ops and self.jitter_p > 0:
-            usable = torch.zeros(5, dtype=torch.bool)
+            usable = torch.zeros(N_JITTER_OPS, dtype=torch.bool)
             usable[active_ops] = True
-            for step in range(4):
+            for step in range(N_JITTER_OPS):
                 op = params.order[:, step]
-                keys.append(torch.where(params.jitter & usable[op], op, 4))   # 4: nothing
+                keys.append(torch.where(params.jitter & usable[op], op, SKIP))
         if channels == 3 and self.grayscale_p > 0:
-            keys.append(torch.where(params.gray, 5, 4))                        # 5: grayscale
+            keys.append(torch.where(params.gray, GRAYSCALE, SKIP))
         steps, arrangements = [], []
         for key in keys:
-            counts = torch.bincount(key, minlength=6).tolist()
-            if sum(counts[:4]) + counts[5] == 0:
+            counts = torch.bincount(key, minlength=N_CODES).tolist()
+            if counts[SKIP] == len(key):
                 continue
             order = torch.argsort(key, stable=True)
             bounds = [0] + list(itertools.accumulate(counts))
-            slices = [(op, bounds[op], bounds[op + 1]) for op in (0, 1, 2, 3, 5) if counts[op]]
-            factors = params.factors[order, key[order].clamp(max=3)]
+            slices = [(op, bounds[op], bounds[op + 1])
+                      for op in (BRIGHTNESS, CONTRAST, SATURATION, HUE, GRAYSCALE) if counts[op]]
+            # SKIP and GRAYSCALE take no factor: any in-range column will do
+            factors = params.factors[order, key[order].clamp(max=N_JITTER_OPS - 1)]
             steps.append((slices, factors))
             arrangements.append(order)
         return steps, arrangements
@@ -504,7 +515,7 @@ class TwoViewAugment:
                     if workspace is not None:       # keep the names on the buffers in use
                         workspace["out"], workspace["scratch"] = x, spare
                 for op, a, b in slices:
-                    if op == 5:
+                    if op == GRAYSCALE:
                         x[a:b].copy_(rgb_to_gray(x[a:b]).expand(-1, 3, -1, -1))
                     else:
                         JITTER_OPS[op](x[a:b], factors[i, a:b], inplace=True)

@@ -35,8 +35,8 @@ from sincere.augment import (
 from sincere.config import AugmentConfig, load_config
 from sincere.data import (
     ArrayImages,
-    _stratified,
-    _with_transform,
+    stratified_subset,
+    with_transform,
     contrastive_transform,
     dataset_tensors,
     load_digits,
@@ -450,11 +450,11 @@ def test_dataset_tensors_of_array_images_and_subsets():
     assert x.shape == (30, 3, 12, 10) and x.dtype == torch.uint8 and y.dtype == torch.int64
     assert np.array_equal(x.permute(0, 2, 3, 1).numpy(), rgb)
     assert y.tolist() == (np.arange(30) % 3).tolist()
-    inner = _stratified(ds, 15, seed=0)
+    inner = stratified_subset(ds, 15, seed=0)
     outer = torch.utils.data.Subset(inner, [4, 0, 9])
-    xs, ys = dataset_tensors(_with_transform(outer, T.ToTensor()))
+    xs, ys = dataset_tensors(with_transform(outer, T.ToTensor()))
     for k in range(3):
-        image, label = _with_transform(outer, None)[k]
+        image, label = with_transform(outer, None)[k]
         assert np.array_equal(xs[k].permute(1, 2, 0).numpy(), np.asarray(image))
         assert ys[k] == label
     config = load_config(None, ["dataset=digits", "data.subset=200"])
@@ -462,7 +462,7 @@ def test_dataset_tensors_of_array_images_and_subsets():
     bundle = build_data(config)
     xd, yd = dataset_tensors(bundle.train)
     assert xd.shape == (200, 1, 8, 8) and yd.tolist() == list(bundle.train.targets)
-    assert np.array_equal(xd[5, 0].numpy(), np.asarray(_with_transform(bundle.train, None)[5][0]))
+    assert np.array_equal(xd[5, 0].numpy(), np.asarray(with_transform(bundle.train, None)[5][0]))
 
 
 def test_dataset_tensors_refuses_image_folders(tmp_path):

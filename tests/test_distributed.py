@@ -30,7 +30,7 @@ from sincere.distributed import DistEnv, DistributedError
 from sincere.losses import InfoNCELoss, SINCERELoss, SupConLoss
 from sincere.models import ContrastiveModel, ProjectionHead
 from sincere.pretrain import pretrain, step_values, training_loss
-from tests.test_pretrain import DIGITS
+from tests.helpers import DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -155,8 +155,9 @@ def _math_worker(rank: int, out: str) -> None:
             loss, seen, seen_labels = training_loss(SINCERELoss(), z, labels[mine],
                                                     scope == "global")
             loss.backward()
-            logged = step_values(loss, seen, seen_labels, {"supcon": SupConLoss()}, env,
-                                 per_rank=scope == "per_gpu")
+            logged = dict(zip(["loss", "supcon"], step_values(
+                loss, seen, seen_labels, {"supcon": SupConLoss()}, env,
+                per_rank=scope == "per_gpu").tolist()))
             result[f"ddp_{scope}"] = {
                 "loss": loss.detach(), "logged": logged,
                 "grads": {n: p.grad.clone() for n, p in model.named_parameters()}}

@@ -18,21 +18,10 @@ from sincere import (
     SupConLoss,
     build_loss,
 )
+from tests.helpers import STRUCTURES, call_args, embeddings, flat
 from tests.reference import anchor_terms, eq13_gradient, eq14_gradient, reference_loss
 
 TAU = 0.1
-
-# (name, n_images, n_views, labels) -- labels None means self-supervised (one class per image).
-STRUCTURES = {
-    "2 views, 3 classes": (10, 2, [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]),
-    "1 view, 4 classes": (12, 1, [0, 1, 2, 3] * 3),
-    "3 views, 2 classes": (6, 3, [0, 1, 1, 0, 1, 0]),
-    "2 views, many classes": (9, 2, list(range(9))),
-    "2 views, one class": (6, 2, [5] * 6),
-    "1 view, imbalanced": (14, 1, [0] * 9 + [1] * 3 + [2, 3]),
-    "2 views, imbalanced": (11, 2, [7] * 7 + [3] * 3 + [9]),
-    "2 views, no labels": (8, 2, None),
-}
 
 # (module factory, reference kwargs, self-supervised?)
 LOSS_CASES = {
@@ -46,27 +35,6 @@ LOSS_CASES = {
     "hscl beta=0": (lambda: HardNegativeSINCERELoss(TAU, beta=0.0), {}, False),
     "hucl beta=1": (lambda: HardNegativeInfoNCELoss(TAU, beta=1.0), {"beta": 1.0}, True),
 }
-
-
-def embeddings(n_images, n_views, dim=8, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n_images, n_views, dim, generator=g, dtype=dtype)
-    return F.normalize(z, dim=-1)
-
-
-def flat(features, labels):
-    """(batch, views, dim) -> (N, dim) and per-sample labels, in the same order as the library."""
-    n_images, n_views, _ = features.shape
-    base = list(range(n_images)) if labels is None else list(labels)
-    return features.transpose(0, 1).reshape(-1, features.shape[-1]), base * n_views
-
-
-def call_args(n_images, n_views, labels, seed=0, dtype=torch.float64):
-    features = embeddings(n_images, n_views, seed=seed, dtype=dtype)
-    if n_views == 1:
-        features = features[:, 0]
-    tensor_labels = None if labels is None else torch.tensor(labels)
-    return features, tensor_labels
 
 
 def reference_for(features, labels, ref_kwargs, self_supervised):

@@ -70,6 +70,21 @@ def test_kernel_is_this_interpreter_in_the_repository_root(kernel_name):
     assert Path(cwd).resolve() == ROOT
 
 
+def test_a_failing_assert_in_a_notebook_fails_the_run(kernel_name):
+    """The notebooks check their claims with ``assert``: one that fails stops the run with
+    CellExecutionError (nbclient's default, allow_errors=False), which
+    test_notebook_runs_without_error turns into a failure."""
+    import nbformat
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("assert 1 + 1 == 3, 'the check failed'"),
+                nbformat.v4.new_code_cell("print('not reached')")]
+    with pytest.raises(CellExecutionError, match="AssertionError.*the check failed"):
+        execute(nb, kernel_name)
+    assert nb.cells[1].outputs == []
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_is_committed_executed(path):
     """Saved with its outputs: every code cell executed, in order, and none holds an error."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import pickle
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,10 @@ from sincere.config import ConfigError, load_config
 from sincere.data import DataNotFoundError, build_data, load_cifar, load_fashion_mnist
 from sincere.models import ContrastiveModel, count_parameters
 from sincere.optim import lr_at
-from sincere.pretrain import RunDirectoryError, knn_accuracy, pretrain
+from sincere.monitor import knn_accuracy
+from sincere.pretrain import pretrain
+from sincere.runs import RunDirectoryError
+from tests.helpers import DIGITS, write_cifar_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "configs" / "paper" / "cifar10.yaml"
@@ -106,34 +107,6 @@ def test_thin_single_channel_resnet18():
 # ---------------------------------------------------------------------------------------------
 
 
-def write_cifar_archive(root: Path, name: str = "cifar10", per_batch: int = 20,
-                        n_classes: int = 10, seed: int = 0) -> np.ndarray:
-    """A small archive in CIFAR's own format: a tar.gz of pickled batches with uint8 'data'
-    rows (3072 = 3 x 32 x 32, channel-major) and labels, plus the meta file."""
-    rng = np.random.default_rng(seed)
-    spec = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
-                        ["test_batch"], "batches.meta", "label_names", "labels"),
-            "cifar100": ("cifar-100-python", ["train"], ["test"], "meta", "fine_label_names",
-                         "fine_labels")}[name]
-    folder, train, test, meta, meta_key, label_key = spec
-    staging = root / "staging" / folder
-    staging.mkdir(parents=True)
-    first = None
-    for batch in train + test:
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        labels = (np.arange(per_batch) % n_classes).tolist()
-        first = data if first is None else first
-        with open(staging / batch, "wb") as f:
-            pickle.dump({"data": data, label_key: labels, "batch_label": batch}, f)
-    with open(staging / meta, "wb") as f:
-        pickle.dump({meta_key: [f"class{i}" for i in range(n_classes)]}, f)
-    archive = root / {"cifar10": "cifar-10-python.tar.gz",
-                      "cifar100": "cifar-100-python.tar.gz"}[name]
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(staging, arcname=folder)
-    return first
-
-
 @pytest.mark.parametrize("name, n_train_batches", [("cifar10", 5), ("cifar100", 1)])
 def test_cifar_loader_reads_the_official_format(tmp_path, name, n_train_batches):
     first = write_cifar_archive(tmp_path, name, n_classes=10 if name == "cifar10" else 100)
@@ -215,14 +188,6 @@ def test_imagefolder_with_computed_statistics(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Training, checkpoints, resume
 # ---------------------------------------------------------------------------------------------
-
-# Digits are 8x8 and not mirror-symmetric: upsample to 16, keep crops large, no flip, no colour.
-DIGITS = ["dataset=digits", "model.arch=resnet18", "model.width=8", "model.proj_dim=32",
-          "data.image_size=16", "data.augment.crop_scale=[0.6,1]", "data.augment.flip_p=0",
-          "data.augment.jitter_p=0", "data.augment.grayscale_p=0", "batch_size=64",
-          "optim.lr=0.1", "optim.warmup_epochs=1", "data.num_workers=0", "knn_every=1",
-          "knn_k=10", "threads=2"]
-
 
 def test_knn_accuracy_on_separable_features():
     train = torch.nn.functional.normalize(torch.eye(4)[torch.arange(40) % 4] + 0.01, dim=1)
@@ -316,12 +281,11 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]          # no temp files left
 
 
-def test_paper_config_dry_run_on_cifar_format_archive(tmp_path):
+def test_paper_config_dry_run_on_cifar_format_archive(tmp_path, cifar10_root):
     """The paper's ResNet-50 setting runs two steps on CPU (ARGS="epochs=1 max_steps=2
     batch_size=8"), on a CIFAR archive the test writes."""
-    write_cifar_archive(tmp_path / "data")
     c = load_config(PAPER, ["epochs=1", "max_steps=2", "batch_size=8", "data.num_workers=0",
-                            f"data.root={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}",
+                            f"data.root={cifar10_root}", f"run_dir={tmp_path / 'run'}",
                             "threads=2"])
     run = pretrain(c, progress=False)
     record = json.loads((run / "metrics.jsonl").read_text())
