@@ -20,7 +20,8 @@ CONFIG_FILE := configs/$(CONFIG)/$(subst -,_,$(DATASET)).yaml
 # Run names come from sincere.runs.run_name (runs/<dataset>-<loss>[-<config>], no suffix for
 # paper), asked of the venv's python: recursively expanded, so only recipes that run after
 # `install` use them.
-run_name     = $(shell $(PY) -m sincere.runs name $(DATASET) $(1) $(CONFIG))
+run_name     = $(or $(shell $(PY) -m sincere.runs name $(DATASET) $(1) $(CONFIG)),$(error \
+	cannot compute the run name with $(PY) -m sincere.runs: run make install))
 RUN_NAME     = $(call run_name,$(LOSS))
 FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 
@@ -39,11 +40,12 @@ REPRO_FLAGS ?=
 help:
 	@echo "make reproduce-mini   the paper's claims on a CPU: pretrain SupCon and SINCERE, linear"
 	@echo "                      probes, tables and figures -> results/mini/ (FORCE=1 redoes)"
-	@echo "make reproduce-paper  DATASET=cifar10|cifar100: the same with the paper's setting (GPU)"
+	@echo "make reproduce-paper  DATASET=cifar10|cifar100: the same with the paper's setting (GPU);"
+	@echo "                      CONFIG=official: the authors' code as run (docs/FIDELITY.md)"
 	@echo "make install       create .venv with everything (idempotent)"
 	@echo "make test          install if needed, then run the test suite"
 	@echo "make pretrain      DATASET=cifar10|cifar100|fashion-mnist LOSS=sincere|supcon|... "
-	@echo "                   CONFIG=paper|mini ARGS=\"key=value ...\" -> runs/<dataset>-<loss>[-<config>]/"
+	@echo "                   CONFIG=paper|official|mini ARGS=\"key=value ...\" -> runs/<dataset>-<loss>[-<config>]/"
 	@echo "                   GPUS=N: N GPUs via torchrun + DDP; batch_size stays the global batch"
 	@echo "                   and the loss sees all of it (ARGS=\"distributed.loss_scope=per_gpu\""
 	@echo "                   for per-GPU losses, distributed.sync_bn=true for global BatchNorm)"
@@ -98,7 +100,7 @@ reproduce-mini: install data
 		--args $(ARGS) --linear-args $(LINEAR_ARGS)
 
 reproduce-paper: install
-	$(PY) scripts/reproduce.py --config paper --dataset $(DATASET) $(if $(FORCE),--force) \
+	$(PY) scripts/reproduce.py --config $(CONFIG) --dataset $(DATASET) $(if $(FORCE),--force) \
 		--args $(ARGS) --linear-args $(LINEAR_ARGS)
 
 bench-losses: install

@@ -5,9 +5,12 @@
     python scripts/reproduce.py --config mini --experiment hard-negatives
                                   # UCL, H-UCL, SCL, H-SCL (Jiang et al.) -> results/hard-negatives
 
+    python scripts/reproduce.py --config official --dataset cifar10  # the authors' code as run
+
 Stages that already finished with the same config are reused (a pretraining run that stopped
-part-way is resumed); ``--force`` redoes them. Runs go to runs/<dataset>-<loss>[-mini], outputs to
-``--out`` (default results/mini or results/<dataset>), with a REPORT.md summarising the run.
+part-way is resumed); ``--force`` redoes them. Runs go to runs/<dataset>-<loss>[-<setting>]
+(no suffix for paper), outputs to ``--out`` (default results/mini, results/<dataset>, or
+results/<dataset>-official), with a REPORT.md summarising the run.
 The chain itself is ``sincere.experiments``.
 """
 
@@ -19,7 +22,10 @@ from pathlib import Path
 
 from sincere import experiments
 from sincere.analysis.report import ReadmeBlockError
+from sincere.checkpoint import CheckpointError
 from sincere.config import ConfigError
+from sincere.data import DataNotFoundError
+from sincere.distributed import DistributedError
 from sincere.runs import RunDirectoryError
 
 ROOT = Path(__file__).resolve().parents[1]        # the project: configs/, results/, README.md
@@ -55,7 +61,8 @@ def main(argv=None) -> int:
         p.error(str(err))
     try:
         experiments.run_chain(experiment, options)
-    except RunDirectoryError as err:
+    except (RunDirectoryError, ConfigError, DataNotFoundError, CheckpointError,
+            DistributedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except ReadmeBlockError as err:

@@ -92,7 +92,7 @@ def restore_training_state(state: dict[str, Any], path: str | Path, model, optim
 
 
 def load_checkpoint(path: str | Path, expect: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_atomic`, checking format and ``expect``ed keys
+    """Load a checkpoint written by :func:`save_checkpoint` (or :func:`save_atomic`), checking format and ``expect``ed keys
     (e.g. the model architecture) against what it was saved with."""
     path = Path(path)
     if not path.is_file():

@@ -40,7 +40,8 @@ from sincere.runs import (
     run_status,
 )
 
-SETTINGS = ("mini", "paper")
+SETTINGS = ("mini", "paper", "official")   # configs/<setting>/: CPU scale, the paper's text,
+                                           #   the authors' code as run (docs/FIDELITY.md)
 Timings = dict[str, Optional[float]]
 
 
@@ -110,7 +111,8 @@ def hard_negative_figures(runs: dict[str, Path], options: ChainOptions) -> None:
 MAIN = Experiment(
     name="main",
     arms=tuple(Arm(loss, loss, loss) for loss in report.PAIR),
-    results_folder=lambda setting, dataset: "mini" if setting == "mini" else dataset,
+    results_folder=lambda setting, dataset: ("mini" if setting == "mini" else dataset
+                                             + ("" if setting == "paper" else f"-{setting}")),
     analyse=paper_figures,
     write_report=report.write_report,
     update_readme=report.update_readme,
@@ -119,7 +121,8 @@ HARD_NEGATIVES = Experiment(
     name="hard-negatives",
     arms=tuple(Arm(m.label, m.loss, m.run_suffix, tuple(m.overrides()[1:])) for m in hn.METHODS),
     results_folder=lambda setting, dataset: (
-        "hard-negatives" + ("" if setting == "mini" else f"-{dataset}")),
+        "hard-negatives" + ("" if setting == "mini" else f"-{dataset}")
+        + ("" if setting in ("mini", "paper") else f"-{setting}")),
     analyse=hard_negative_figures,
     write_report=report.write_hard_negatives_report,
     update_readme=report.update_hard_negatives_readme,
@@ -132,7 +135,7 @@ def chain_options(root: Path, experiment: Experiment, setting: str = "mini",
                   **options) -> ChainOptions:
     """Options for a chain of the project at ``root``: the config files
     ``configs/<setting>/<dataset>.yaml`` and ``configs/linear/<setting>.yaml``, the dataset
-    (default fashion-mnist for mini, cifar10 for paper) and the results folder (default
+    (default fashion-mnist for mini, cifar10 otherwise) and the results folder (default
     ``results/<experiment.results_folder>``). ConfigError when there is no such config."""
     root = Path(root)
     if setting not in SETTINGS:
@@ -168,7 +171,8 @@ def pretrain_stage(arm: Arm, options: ChainOptions) -> tuple[Path, bool]:
     directory = run_dir(config)
     status = run_status(directory, config)
     if status == "different" and not options.force:
-        raise RunDirectoryError(f"{directory} holds a run with another config: pass --force "
+        raise RunDirectoryError(f"{directory} holds a run with another config (or an unreadable "
+                                "checkpoint): pass --force "
                                 "(FORCE=1) to replace it, or name the runs differently")
     if options.force or status == "different":
         shutil.rmtree(directory, ignore_errors=True)

@@ -9,11 +9,13 @@
   SINCERE and SupCon losses, and the fraction of anchors satisfying Jiang et al.'s Assumption 1.
 * :func:`knn_monitor` -- kNN top-1 accuracy of the encoder's features.
 
-Each returns plain floats keyed by their ``metrics.jsonl`` names.
+The monitors return plain floats keyed by their ``metrics.jsonl`` names (``build_monitors`` the
+loss modules, keyed the same way).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -30,30 +32,31 @@ from sincere.gradients import (
     coefficient_summary,
     kl_lower_bound,
 )
-from sincere.losses import SINCERELoss, SupConLoss, build_loss
+from sincere.losses import SINCERELoss, SupConLoss, build_loss, loss_options
 from sincere.models import ContrastiveModel
 from sincere.runs import embed
 
-# The losses that can be monitored, by config name; the tilted ones are logged once per
-# monitored beta (``monitor.betas``) as '<name>_b<beta>'.
-MONITORABLE = ("sincere", "supcon", "infonce", "hscl", "hucl")
-TILTED = ("hscl", "hucl")
 # The losses whose gradient coefficients Eq. 13 (SINCERE) and Eq. 14 (SupCon) give.
 GRADIENT_LOSSES = ("supcon", "sincere")
 
 
 def build_monitors(config: PretrainConfig) -> dict[str, nn.Module]:
-    """The losses evaluated on every training batch whichever is trained, by log name:
-    'sincere', 'supcon', 'infonce', and 'hscl_b1', 'hucl_b2', ... for each monitored beta
-    (with the trained loss's choice of detached weights)."""
+    """The losses evaluated on every training batch whichever is trained (any name of
+    sincere.losses.LOSSES in ``monitor.losses``), by log name: 'sincere', 'supcon', 'infonce',
+    and for a loss with a tilt ``beta`` one per monitored beta, 'hscl_b1', 'hucl_b2', ... (with
+    the trained loss's temperature and, where the loss takes them, its other options: detached
+    weights, the form of the negative term)."""
     t, out = config.loss.temperature, {}
+    shared = {k: v for k, v in dataclasses.asdict(config.loss).items()
+              if k not in ("name", "temperature", "beta", "eps")}
     for name in config.monitor.losses:
-        if name in TILTED:
+        options = loss_options(name)
+        kwargs = {"temperature": t, **{k: v for k, v in shared.items() if k in options}}
+        if "beta" in options:
             for beta in config.monitor.betas:
-                out[f"{name}_{beta_key(beta)}"] = build_loss(
-                    name, temperature=t, beta=beta, detach_weights=config.loss.detach_weights)
+                out[f"{name}_{beta_key(beta)}"] = build_loss(name, beta=beta, **kwargs)
         else:
-            out[name] = build_loss(name, temperature=t)
+            out[name] = build_loss(name, **kwargs)
     return out
 
 

@@ -8,7 +8,7 @@
         train_epoch(run, epoch)      the steps (train_step), sums kept on the device
         epoch_record(run, ...)       the epoch's metrics line, with the monitors' values
         log_epoch(run, record)       metrics.jsonl, TensorBoard, the printed summary
-        save(run, ...)               checkpoints/last.pt (+ kept epoch_XXXX.pt)
+        save_run(run, ...)           checkpoints/last.pt (+ kept epoch_XXXX.pt)
 
 One epoch draws each training image once as ``n_views`` augmented views (:mod:`sincere.loaders`),
 embeds them, and takes an SGD step on the configured loss. Whatever loss is trained, the
@@ -304,10 +304,23 @@ def step_values(loss: torch.Tensor, features: torch.Tensor, labels: torch.Tensor
     return values
 
 
+def _raise_if_non_finite(run: Run, epoch: int, first_bad: torch.Tensor) -> None:
+    """FloatingPointError when the loss of some step so far was NaN or infinite (``first_bad``:
+    the first such step, -1 for none); nothing of the epoch has been logged or saved then."""
+    step = int(first_bad)
+    if step >= 0:
+        raise FloatingPointError(
+            f"loss became NaN or infinite at epoch {epoch + 1}, step {step}; lower optim.lr or "
+            "check the data (last good checkpoint: "
+            f"{run.last if run.last.exists() else 'none'})")
+
+
 def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool,
                 on_step: Optional[Callable[[int, int], None]] = None) -> EpochSums:
-    """The optimizer steps of one epoch. Logged values are summed on the device in fp64 and
-    read once at the end; a non-finite loss is found then, with the step it first appeared."""
+    """The optimizer steps of one epoch. Logged values are summed on the device in fp64,
+    weighted by each step's number of images (a last partial batch counts for its size, as in
+    the authors' code), and read once at the end. A non-finite loss is looked for at most once a
+    second and at the end, and reported with the step it first appeared in."""
     config, env = run.config, run.env
     seed_everything(epoch_seed(config.seed, epoch, env.rank))
     names = ["loss", *run.monitors]
@@ -335,11 +348,13 @@ def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool
         images += batch * env.world_size
         bad = ~torch.isfinite(values[0]) & (first_bad < 0)
         first_bad = torch.where(bad, run.global_step, first_bad)
-        sums += values.double()
-        if progress and time.perf_counter() - shown >= PROGRESS_REFRESH_S:
+        sums += values.double() * (batch * env.world_size)    # weighted by the step's images
+        if time.perf_counter() - shown >= PROGRESS_REFRESH_S:  # one read-back a second at most
             shown = time.perf_counter()
-            bar.set_postfix(loss=f"{values[0].item():.3f}",
-                            lr=f"{run.optimizer.param_groups[0]['lr']:.4g}")
+            _raise_if_non_finite(run, epoch, first_bad)
+            if progress:
+                bar.set_postfix(loss=f"{values[0].item():.3f}",
+                                lr=f"{run.optimizer.param_groups[0]['lr']:.4g}")
         if on_step is not None:
             on_step(epoch, run.global_step)
         if config.max_steps and run.global_step >= config.max_steps:
@@ -349,11 +364,7 @@ def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool
     if env.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    step = int(first_bad)
-    if step >= 0:
-        raise FloatingPointError(
-            f"loss became non-finite at epoch {epoch + 1}, step {step}; lower optim.lr or check "
-            f"the data (last good checkpoint: {run.last if run.last.exists() else 'none'})")
+    _raise_if_non_finite(run, epoch, first_bad)
     return EpochSums(dict(zip(names, sums.tolist())), batches, images, seconds, stopped)
 
 
@@ -364,11 +375,11 @@ def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool
 
 def epoch_record(run: Run, epoch: int, result: EpochSums,
                  gradients: GradientMonitor) -> dict:
-    """The epoch's line of metrics.jsonl: mean trained and monitored losses over its steps, lr,
+    """The epoch's line of metrics.jsonl: mean trained and monitored losses over its images, lr,
     throughput, the gradient diagnostics, and (rank 0, when due) the held-out diagnostics and
     the kNN accuracy."""
     config, env = run.config, run.env
-    n = max(result.batches, 1)
+    n = max(result.images, 1)                     # the sums are weighted by images
     record = {
         "epoch": epoch + 1, "step": run.global_step,
         "loss": result.sums["loss"] / n,

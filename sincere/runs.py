@@ -1,10 +1,11 @@
 """Run directories: what a run is called, what identifies it, and how to read one back.
 
-A pretraining run lives in ``runs/<name>/`` (see DESIGN.md): ``config.yaml``, ``metrics.jsonl``,
-``tb/``, ``checkpoints/`` and, after the linear probe, ``linear/``. Everything that reads or names
-a run directory goes through this module: pretraining (where to write, the seeds), the linear
-probe and the analysis (loading a pretrained run, embedding a dataset with it), the reproduction
-chain (whether a run finished with a given config) and the Makefile, which asks for run names::
+A pretraining run lives in ``runs/<name>/``: ``config.yaml``, ``metrics.jsonl``, ``tb/``,
+``checkpoints/`` and, after the linear probe, ``linear/`` (the README's "Pretrain" section). This
+module names runs and reads them back for every layer: pretraining (where to write, the seeds),
+the linear probe and the analysis (loading a pretrained run, embedding a dataset with it), the
+reproduction chain (whether a run finished with a given config) and the Makefile, which asks for
+run names::
 
     python -m sincere.runs name cifar10 sincere paper      # -> cifar10-sincere
     python -m sincere.runs name fashion-mnist supcon mini  # -> fashion-mnist-supcon-mini
@@ -136,6 +137,7 @@ def read_metrics(directory: str | Path) -> list[dict]:
 def load_pretrained(directory: str | Path, checkpoint: str, device):
     """The pretraining config, data and model (eval mode, on ``device``) of a run, weights
     loaded from ``checkpoints/<checkpoint>``; returns (config, data, model, epoch)."""
+    # imported here so that `python -m sincere.runs name ...` (the Makefile) stays light
     from sincere.data import build_data
     from sincere.models import build_model
     config = load_run_config(directory)
