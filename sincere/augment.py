@@ -572,14 +572,15 @@ class DeviceTwoViewLoader:
     ``sampler`` (any iterable of ints, e.g. a ``DistributedSampler``; iterated afresh every epoch)
     or a ``torch.randperm`` of all N drawn from ``generator`` (the same order as
     ``DataLoader(shuffle=True, generator=...)`` given an equally seeded generator), in batches of
-    ``batch_size``; the last incomplete batch is dropped. Yields ``(views, labels)``: float32
+    ``batch_size``; the last incomplete batch is dropped unless ``drop_last=False``. Yields
+    ``(views, labels)``: float32
     (batch, n_views, C, size, size) and int64 (batch,), both on ``device``. ``generator`` (CPU)
     also draws the augmentation, so a seed fixes the whole epoch."""
 
     def __init__(self, images: torch.Tensor, labels, augment: TwoViewAugment, batch_size: int,
                  device: Optional[torch.device | str] = None,
                  generator: Optional[torch.Generator] = None,
-                 sampler: Optional[Iterable[int]] = None):
+                 sampler: Optional[Iterable[int]] = None, drop_last: bool = True):
         _check_images(images)
         if images.dtype != torch.uint8:
             raise ValueError(f"the loader keeps images as uint8 (N, C, H, W); got {images.dtype}"
@@ -600,15 +601,15 @@ class DeviceTwoViewLoader:
         self.images = images.to(self.device)
         self.labels = labels.to(device=self.device, dtype=torch.int64)
         self.augment, self.batch_size = augment, int(batch_size)
-        self.generator, self.sampler = generator, sampler
+        self.generator, self.sampler, self.drop_last = generator, sampler, bool(drop_last)
         n = len(sampler) if sampler is not None else len(images)
-        if n < self.batch_size:
+        if self.drop_last and n < self.batch_size:
             raise ValueError(f"batch_size={batch_size} is larger than the {n} images to load "
                              "(the last incomplete batch is dropped); lower it")
 
     def __len__(self) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.images)
-        return n // self.batch_size
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self) -> torch.Tensor:
         if self.sampler is None:
@@ -625,7 +626,11 @@ class DeviceTwoViewLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._order()
         n_batches = len(order) // self.batch_size
-        order = order[:n_batches * self.batch_size].to(self.device, non_blocking=True)
+        if not self.drop_last and len(order) % self.batch_size:
+            n_batches += 1
+        else:
+            order = order[:n_batches * self.batch_size]
+        order = order.to(self.device, non_blocking=True)
         for k in range(n_batches):
             idx = order[k * self.batch_size:(k + 1) * self.batch_size]
             views = self.augment(self.images.index_select(0, idx), self.generator)

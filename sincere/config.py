@@ -47,6 +47,8 @@ class DataConfig:
                                        # device: the training set as one uint8 tensor on the
                                        #   training device, augmented per sample in batched ops
                                        #   (sincere/augment.py; not for imagefolder)
+    drop_last: bool = True             # false: keep each epoch's last partial batch (the authors'
+                                       #   code: 98 steps per CIFAR epoch instead of 97)
     augment_threads: int = 1           # device pipeline on a CPU: intra-op threads of the
                                        #   augmentation (0: torch's setting)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -68,21 +70,45 @@ class LossConfig:
     eps: float = 0.0                   # eps-supinfonce only
     beta: float = 1.0                  # hscl / hucl only
     detach_weights: bool = False       # hscl / hucl only
+    negatives_scale: str = "n_neg"     # hscl / hucl only: the tilted negative mean is scaled by
+                                       #   n_neg = |N_t| (SINCERE's form) or batch = every other
+                                       #   image's views, n - n_views (Jiang et al.'s code: 2B - 2)
+    pair_mean: bool = False            # hscl / hucl only: average -log over all positive pairs of
+                                       #   the batch at once (Jiang et al.'s code) instead of per
+                                       #   anchor, then over anchors
 
 
 @dataclass
 class OptimConfig:
-    """SGD with a per-step linear warm-up and cosine annealing (Feeney & Hughes Sec. 4.3)."""
+    """SGD with a linear warm-up, then cosine annealing or step decay (sincere/optim.py).
+
+    Defaults: Feeney & Hughes Sec. 4.3 as written (warm-up from 0.0005 to lr, cosine to
+    lr_min, updated every step). The authors' code differs (configs/official/): warm-up from
+    0.01 to the cosine's value at the end of warm-up, cosine updated once per epoch; its linear
+    probe decays the rate by 0.2 at epochs 60, 75 and 90 without warm-up."""
     lr: float = 0.5
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    warmup_epochs: float = 10.0
+    warmup_epochs: float = 10.0        # 0: none
     warmup_from: float = 0.0005
-    lr_min: float = 0.0005
+    warmup_to: str = "lr"              # lr | schedule (the main schedule's rate at the end of
+                                       #   warm-up, as the authors' code computes it)
+    schedule: str = "cosine"           # cosine (to lr_min at the last epoch) | step (x gamma at
+                                       #   each milestone epoch)
+    granularity: str = "step"          # step: the schedule moves every optimizer step; epoch:
+                                       #   once per epoch (warm-up is always per step)
+    lr_min: float = 0.0005             # cosine only
+    milestones: list[int] = field(default_factory=list)   # step only: epochs (1-based: the rate
+                                       #   drops after epoch m)
+    gamma: float = 0.1                 # step only
 
 
 LOSS_SCOPES = ("global", "per_gpu")
 PIPELINES = ("pil", "device")
+SCHEDULES = ("cosine", "step")
+GRANULARITIES = ("step", "epoch")
+WARMUP_TARGETS = ("lr", "schedule")
+NEGATIVE_SCALES = ("n_neg", "batch")
 
 
 @dataclass
@@ -303,6 +329,8 @@ def validate(config) -> None:
     them, which are the only lists of valid names."""
     if isinstance(config, PretrainConfig):
         _validate_pretrain(config)
+    if isinstance(config, (PretrainConfig, LinearConfig)):
+        _validate_optim(config.optim)
     if isinstance(config, LinearConfig):
         if not config.run_dir:
             raise ConfigError("run_dir=<pretraining run directory> is required")
@@ -310,12 +338,26 @@ def validate(config) -> None:
             raise ConfigError("epochs and batch_size must be at least 1")
 
 
+def _validate_optim(o: OptimConfig) -> None:
+    for key, value, choices in (("schedule", o.schedule, SCHEDULES),
+                                ("granularity", o.granularity, GRANULARITIES),
+                                ("warmup_to", o.warmup_to, WARMUP_TARGETS)):
+        if value not in choices:
+            raise ConfigError(f"optim.{key} {value!r} unknown; choose one of {', '.join(choices)}")
+    if o.warmup_epochs < 0:
+        raise ConfigError(f"optim.warmup_epochs must be >= 0; got {o.warmup_epochs}")
+    if o.warmup_to == "schedule" and o.granularity != "epoch":
+        raise ConfigError("optim.warmup_to=schedule (the authors' warm-up target) goes with "
+                          "optim.granularity=epoch; set both, or warmup_to=lr")
+    if o.schedule == "step" and any(m < 1 for m in o.milestones):
+        raise ConfigError(f"optim.milestones are epochs >= 1; got {o.milestones}")
+
+
 def _validate_pretrain(config: PretrainConfig) -> None:
     from sincere.data import DATASETS
     from sincere.distributed import check_backend
     from sincere.losses import LOSSES, check_temperature, loss_options
     from sincere.models import check_arch
-    from sincere.monitor import MONITORABLE
 
     if config.dataset not in DATASETS:
         raise ConfigError(f"dataset {config.dataset!r} unknown; choose one of {list(DATASETS)}")
@@ -340,6 +382,9 @@ def _validate_pretrain(config: PretrainConfig) -> None:
         in_memory = [name for name, spec in DATASETS.items() if spec.in_memory]
         raise ConfigError(f"data.pipeline=device needs an in-memory dataset ({', '.join(in_memory)}"
                           f"); use data.pipeline=pil for {config.dataset}")
+    if config.loss.negatives_scale not in NEGATIVE_SCALES:
+        raise ConfigError(f"loss.negatives_scale {config.loss.negatives_scale!r} unknown; choose "
+                          f"one of {', '.join(NEGATIVE_SCALES)}")
     try:
         check_temperature(config.loss.temperature)
     except ValueError as err:
@@ -352,9 +397,12 @@ def _validate_pretrain(config: PretrainConfig) -> None:
     if d.timeout_min <= 0:
         raise ConfigError(f"distributed.timeout_min must be positive; got {d.timeout_min}")
     m = config.monitor
-    unknown = [name for name in m.losses if name not in MONITORABLE]
-    if unknown:
-        raise ConfigError(f"monitor.losses {unknown} unknown; choose from {list(MONITORABLE)}")
+    for name in m.losses:
+        try:
+            loss_options(name)
+        except ValueError:
+            raise ConfigError(f"monitor.losses: {name!r} unknown; choose from "
+                              f"{', '.join(LOSSES)}") from None
     for key in ("gradients_every", "gradient_batches", "heldout_every", "heldout_batches"):
         if getattr(m, key) < 0:
             raise ConfigError(f"monitor.{key} must be >= 0; got {getattr(m, key)}")

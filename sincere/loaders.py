@@ -25,6 +25,10 @@ from sincere.runs import epoch_seed
 
 def per_rank_batch(config: PretrainConfig, env: DistEnv) -> int:
     """Images each process loads per step: the global ``batch_size`` split over the ranks."""
+    if env.distributed and not config.data.drop_last:
+        raise ConfigError(
+            "data.drop_last=false keeps a last partial batch, which does not split evenly over "
+            f"{env.world_size} processes; use one process or data.drop_last=true")
     if config.batch_size % env.world_size:
         raise ConfigError(
             f"batch_size={config.batch_size} is the global batch and must split evenly over the "
@@ -34,9 +38,12 @@ def per_rank_batch(config: PretrainConfig, env: DistEnv) -> int:
 
 
 def steps_per_epoch(data: DataBundle, config: PretrainConfig) -> int:
-    """Optimizer steps in one epoch (the last partial batch is dropped); at least 1."""
+    """Optimizer steps in one epoch (with ``data.drop_last`` the last partial batch is dropped);
+    at least 1."""
     steps = len(data.train) // config.batch_size
-    if steps == 0:
+    if not config.data.drop_last:
+        steps = -(-len(data.train) // config.batch_size)
+    elif steps == 0:
         raise ConfigError(f"batch_size={config.batch_size} is larger than the training set "
                           f"({len(data.train)} images); lower it")
     return steps
@@ -54,7 +61,8 @@ def _sampler(n: int, config: PretrainConfig, epoch: int, env: DistEnv) -> Distri
 def pil_loader(data: DataBundle, config: PretrainConfig, epoch: int, env: DistEnv) -> DataLoader:
     """``data.pipeline=pil``: a DataLoader over the two-view dataset."""
     g = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, env.rank))
-    common = dict(num_workers=config.data.num_workers, generator=g, drop_last=True,
+    common = dict(num_workers=config.data.num_workers, generator=g,
+                  drop_last=config.data.drop_last,
                   pin_memory=env.device.type == "cuda", persistent_workers=False)
     if not env.distributed:
         return DataLoader(data.train, batch_size=config.batch_size, shuffle=True, **common)
@@ -80,7 +88,8 @@ def device_loader(pipeline: dict, config: PretrainConfig, epoch: int,
     sampler = (_sampler(len(pipeline["images"]), config, epoch, env) if env.distributed
                else None)
     return DeviceTwoViewLoader(pipeline["images"], pipeline["labels"], pipeline["augment"],
-                               per_rank_batch(config, env), generator=g, sampler=sampler)
+                               per_rank_batch(config, env), generator=g, sampler=sampler,
+                               drop_last=config.data.drop_last)
 
 
 def batch_source(data: DataBundle, config: PretrainConfig, epoch: int, env: DistEnv,
