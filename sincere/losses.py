@@ -289,7 +289,9 @@ class _NegativeContrast(torch.autograd.Function):
 
     With eps = beta = 0 this is SINCERE's anchor term (Feeney & Hughes, Eq. 12); eps gives
     Barbano's eps-SupInfoNCE; beta gives Jiang et al.'s hard-negative tilt with weights
-    w_tn = e^{beta s_tn}. Returns zeros for anchors without a positive.
+    w_tn = e^{beta s_tn}. ``log_scale`` (n,), if given, replaces log |N_t| by another scale of
+    the (tilted) negative mean: M_t = log_scale_t + log mean_n (...) (a constant per row, so the
+    gradient formulas below hold unchanged). Returns zeros for anchors without a positive.
 
     Backward (x_tp = M_t - s_tp + eps, sigma the logistic function, g_t the upstream gradient,
     w_t = g_t / |P_t|):
@@ -307,7 +309,8 @@ class _NegativeContrast(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, classes, n_classes, inv_temperature, eps, beta, detach_weights):
+    def forward(ctx, z, classes, n_classes, inv_temperature, eps, beta, detach_weights,
+                log_scale=None):
         n = z.shape[0]
         order, starts, counts = _class_layout(classes, n_classes)
         partner, is_pair = _partner_table(classes, order, starts, counts, 0, n)  # own class
@@ -329,6 +332,9 @@ class _NegativeContrast(torch.autograd.Function):
             tilted_mass = tilted.sum(dim=1)
             log_mass = log_mass + torch.where(
                 has_neg, (n - 1 - n_pos).to(z.dtype).log() - tilted_mass.log(), 0.0)
+        if log_scale is not None:      # another scale than |N_t| for the negative mean
+            log_mass = log_mass + torch.where(
+                has_neg, log_scale - (n - 1 - n_pos).to(z.dtype).log(), 0.0)
 
         x = torch.sub((log_mass + eps)[:, None], pos_sim, out=pos_sim)   # M_t + eps - s_tp
         x.masked_fill_(~is_pair, _NEG_INF)                  # softplus and sigmoid give 0 there
@@ -370,7 +376,7 @@ class _NegativeContrast(torch.autograd.Function):
             grad_sim.sub_(tilted * tilt_scale[:, None])
             grad_sim.scatter_add_(1, partner, sig.mul_(weight[:, None]).neg_())
             grad_z = torch.mm(grad_sim, z).add_(torch.mm(grad_sim.t(), z))
-        return grad_z.mul_(ctx.inv_temperature), None, None, None, None, None, None
+        return grad_z.mul_(ctx.inv_temperature), None, None, None, None, None, None, None
 
 
 class _SupConFunction(torch.autograd.Function):
@@ -701,23 +707,53 @@ class HardNegativeSINCERELoss(_ContrastiveLoss):
 
     computed in log space. beta = 0 is SINCERE exactly. ``detach_weights`` treats w as constants
     in the gradient (importance weights) instead of differentiating through them.
+
+    Two options give the form of Jiang et al.'s public code instead of SINCERE's:
+    ``negatives_scale='batch'`` scales the tilted mean by N = n - n_views (every view of every
+    other image, 2B - 2 for B images x 2 views, as if all were negatives) instead of |N_t|, and
+    ``pair_mean=True`` averages -log over all positive pairs (t, p) of the batch at once,
+    sum_t sum_p / sum_t |P_t|, instead of over p per anchor and then over anchors. With both,
+    beta = 0 is their "SCL", which is not SINCERE.
     """
 
     def __init__(self, temperature: float = 0.1, beta: float = 1.0,
-                 detach_weights: bool = False, reduction: str = "mean"):
+                 detach_weights: bool = False, negatives_scale: str = "n_neg",
+                 pair_mean: bool = False, reduction: str = "mean"):
         super().__init__(temperature, reduction)
         self.beta = float(beta)
         if not math.isfinite(self.beta):
             raise ValueError(f"beta must be finite; got {beta}")
+        if negatives_scale not in ("n_neg", "batch"):
+            raise ValueError(f"negatives_scale must be 'n_neg' (|N_t|) or 'batch' (n - n_views); "
+                             f"got {negatives_scale!r}")
         self.detach_weights = bool(detach_weights)
+        self.negatives_scale, self.pair_mean = negatives_scale, bool(pair_mean)
+
+    def forward(self, features: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        if not self.pair_mean or self.reduction != "mean":
+            return super().forward(features, labels)
+        batch = prepare_batch(features, labels, self.one_class_per_image)
+        with _no_autocast(batch.z.device):
+            per_anchor = self._per_anchor(batch)
+        pairs = batch.n_pos.to(per_anchor.dtype)
+        return (per_anchor * pairs).sum() / pairs.sum().clamp_min(1)
 
     def _per_anchor(self, batch):
+        log_scale = None
+        if self.negatives_scale == "batch":
+            n = batch.z.shape[0]
+            n_views = 1 if batch.shape is None else batch.shape[1]
+            log_scale = batch.z.new_full((n,), float(max(n - n_views, 1))).log()
         return _NegativeContrast.apply(
             batch.z, batch.classes, batch.n_classes, 1.0 / self.temperature, 0.0, self.beta,
-            self.detach_weights)
+            self.detach_weights, log_scale)
 
     def extra_repr(self):
-        return super().extra_repr() + f", beta={self.beta}, detach_weights={self.detach_weights}"
+        extra = ""
+        if self.negatives_scale != "n_neg" or self.pair_mean:
+            extra = f", negatives_scale={self.negatives_scale!r}, pair_mean={self.pair_mean}"
+        return (super().extra_repr() + f", beta={self.beta}, detach_weights={self.detach_weights}"
+                + extra)
 
 
 class HardNegativeInfoNCELoss(HardNegativeSINCERELoss):

@@ -89,3 +89,30 @@ def eq14_gradient(z, labels, tau, t):
         grad = grad + z[p] * (torch.exp(z[t] @ z[p] / tau) / denominator - 1 / len(positives))
     grad = grad + sum(z[j] * torch.exp(z[t] @ z[j] / tau) for j in negatives) / denominator
     return grad / tau
+
+
+def jiang_reference_loss(features, labels, temperature, beta, detach_weights=False):
+    """Jiang et al.'s H-SCL / H-UCL as their public code computes it, written out pair by pair:
+    -(1 / sum_t |P_t|) sum_t sum_{p in P_t} log( e^{s_tp} / (e^{s_tp} + N m_t) ), with
+    N = n - n_views (every view of every other image) and m_t the e^{beta s}-tilted mean of
+    e^{s_tj} over the negatives j in N_t (weights detached or not). ``labels=None``: one class
+    per image (H-UCL). beta = 0 is their SCL / UCL."""
+    n_images, n_views, dim = features.shape
+    z = features.transpose(0, 1).reshape(-1, dim)
+    lab = (torch.arange(n_images) if labels is None else torch.as_tensor(labels)).repeat(n_views)
+    n = len(lab)
+    scale = n - n_views
+    s = z @ z.T / temperature
+    total, pairs = 0.0, 0
+    for t in range(n):
+        negatives = [j for j in range(n) if lab[j] != lab[t]]
+        w = torch.exp(beta * s[t, negatives])
+        if detach_weights:
+            w = w.detach()
+        mean = (w * torch.exp(s[t, negatives])).sum() / w.sum()
+        for p in range(n):
+            if p != t and lab[p] == lab[t]:
+                total = total - torch.log(torch.exp(s[t, p])
+                                          / (torch.exp(s[t, p]) + scale * mean))
+                pairs += 1
+    return total / pairs
