@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from sincere.analysis.bootstrap import paired_bootstrap
+from sincere.analysis.embeddings import run_embeddings, unit_vectors
 from sincere.linear_eval import topk_correct
 from sincere.analysis.similarity import (
     class_similarity_matrix,
     same_and_different,
-    target_and_noise_similarities,
+    histogram_edges,
+    target_and_noise_histograms,
 )
 from sincere.config import LinearConfig, load_config
 from sincere.linear_eval import linear_eval
@@ -93,17 +95,44 @@ def test_class_similarity_matrix_against_direct_pairs():
     assert diff == pytest.approx(m[~np.eye(4, dtype=bool)].mean())
 
 
-def test_target_and_noise_pairs():
+def test_target_and_noise_histograms_count_every_pair():
     rng = np.random.default_rng(1)
-    z = rng.normal(size=(12, 3))
+    z = rng.normal(size=(30, 3))
     z /= np.linalg.norm(z, axis=1, keepdims=True)
-    labels = np.array([0, 1, 2] * 4)
-    target, noise = target_and_noise_similarities(z, labels, 1)
-    inside = [i for i in range(12) if labels[i] == 1]
-    expected_t = sorted(z[i] @ z[j] for i in inside for j in inside if i != j)
-    expected_n = sorted(z[i] @ z[j] for i in inside for j in range(12) if labels[j] != 1)
-    np.testing.assert_allclose(sorted(target), expected_t)
-    np.testing.assert_allclose(sorted(noise), expected_n)
+    labels = np.array([0, 1, 2] * 10)
+    edges = histogram_edges(-1.0, 1.0)
+    target, noise = target_and_noise_histograms(z, labels, 1, edges, chunk=4)
+    inside = [i for i in range(30) if labels[i] == 1]
+    expected_t = [z[i] @ z[j] for i in inside for j in inside if i != j]
+    expected_n = [z[i] @ z[j] for i in inside for j in range(30) if labels[j] != 1]
+    for hist, expected in ((target, expected_t), (noise, expected_n)):
+        assert hist.pairs == len(expected) and hist.mean == pytest.approx(np.mean(expected))
+        np.testing.assert_array_equal(hist.counts, np.histogram(expected, edges)[0])
+        assert hist.proportions.sum() == pytest.approx(1.0)
+    assert len(edges) == 201 and edges[1] - edges[0] == pytest.approx(0.01)
+
+
+def test_encoder_space_similarity_is_the_papers_pair_loop():
+    """Figure 2 in the encoder space: the cosine of the raw pooled features (non-negative, not
+    unit length) of every pair of distinct test images, averaged per class pair, as an explicit
+    loop over pairs computes it; the head space uses z as it is."""
+    rng = np.random.default_rng(2)
+    h = torch.from_numpy(np.maximum(rng.normal(size=(24, 5)), 0) * rng.uniform(0.5, 3, (24, 1)))
+    z = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(24, 4))), dim=1)
+    labels = torch.from_numpy(rng.integers(0, 3, 24))
+    cached = {"h": h.float(), "z": z.float(), "labels": labels}
+    x = unit_vectors(cached, "encoder").numpy()
+    m = class_similarity_matrix(x, labels.numpy(), 3)
+    hn = h.numpy()
+    for a in range(3):
+        for b in range(3):
+            cosines = [hn[i] @ hn[j] / (np.linalg.norm(hn[i]) * np.linalg.norm(hn[j]))
+                       for i in range(24) for j in range(24)
+                       if labels[i] == a and labels[j] == b and i != j]
+            assert m[a, b] == pytest.approx(np.mean(cosines), abs=1e-6)
+    assert (x @ x.T).min() >= 0.0                     # non-negative features: cosines in [0, 1]
+    np.testing.assert_allclose(unit_vectors(cached, "head").numpy(), z.float().numpy(),
+                               atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,8 +197,9 @@ def test_make_figures_produces_every_table_and_figure(digit_runs, tmp_path):
     for stem in ("table1", "table2"):
         for ext in ("md", "tex", "csv"):
             assert (out / f"{stem}.{ext}").stat().st_size > 100
-    for stem in ("fig2_class_similarity", "fig3_target_noise_similarity", "figA1_confusion",
-                 "tsne"):
+    for stem in ("fig2_class_similarity", "fig3_target_noise_similarity",
+                 "fig2_class_similarity_head", "fig3_target_noise_similarity_head",
+                 "figA1_confusion", "tsne"):
         for ext in ("png", "pdf"):
             assert (out / f"{stem}.{ext}").stat().st_size > 5000
     table1 = (out / "table1.md").read_text()
@@ -177,7 +207,12 @@ def test_make_figures_produces_every_table_and_figure(digit_runs, tmp_path):
     table2 = (out / "table2.md").read_text()
     assert "SINCERE − SupCon" in table2 and "significant" in table2
     stats = json.loads((out / "similarity.json").read_text())
-    assert stats["figure3"]["class"] == "7"
-    assert set(stats["figure2"]) == {"supcon", "sincere", "decrease_sincere_vs_supcon"}
+    assert stats["paper_space"] == "encoder"
+    for space in ("encoder", "head"):
+        assert stats[space]["figure3"]["class"] == "7"
+        assert set(stats[space]["figure2"]) == {"supcon", "sincere", "decrease_sincere_vs_supcon"}
+    # the encoder features are non-negative (after a ReLU and the average pool)
+    for run in digit_runs.values():
+        assert run_embeddings(run)["h"].min() >= 0
     # The embedding cache makes a second pass fast and identical.
     assert (digit_runs["sincere"] / "embeddings" / "test.pt").is_file()

@@ -312,3 +312,42 @@ def test_pretraining_with_the_on_device_pipeline(tmp_path):
 def test_unknown_pipeline_is_named():
     with pytest.raises(ConfigError, match="data.pipeline 'gpu' unknown"):
         load_config(None, ["data.pipeline=gpu"])
+
+
+def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tmp_path, monkeypatch):
+    """A loss that turns NaN at step 3 ends the run with the step named; the epoch is neither
+    logged nor checkpointed."""
+    import sincere.pretrain as pretrain_module
+    from sincere.losses import build_loss as real_build_loss
+
+    class NaNAfter(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, features, labels):
+            self.calls += 1
+            loss = self.inner(features, labels)
+            return loss * float("nan") if self.calls >= 3 else loss
+
+    monkeypatch.setattr(pretrain_module, "build_loss",
+                        lambda name, **kw: NaNAfter(real_build_loss(name, **kw)))
+    c = load_config(None, DIGITS + ["epochs=1", f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(FloatingPointError, match="NaN or infinite at epoch 1, step 3"):
+        pretrain(c, progress=False)
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists() or \
+        (tmp_path / "run" / "metrics.jsonl").read_text() == ""
+
+
+def test_the_last_partial_batch_is_kept_and_weighted_by_its_size(tmp_path):
+    """data.drop_last=false (the authors' code): ceil(n / batch) steps, the last one smaller,
+    and the epoch's losses are means over images."""
+    c = load_config(None, DIGITS + ["epochs=1", "batch_size=500", "data.drop_last=false",
+                                    "knn_every=0", f"run_dir={tmp_path / 'run'}"])
+    run = pretrain(c, progress=False)
+    record = json.loads((run / "metrics.jsonl").read_text())
+    assert record["step"] == 3 and record["complete"]              # 1437 images: 500, 500, 437
+    kept = load_config(None, DIGITS + ["epochs=1", "batch_size=500", "knn_every=0",
+                                       f"run_dir={tmp_path / 'dropped'}"])
+    assert json.loads((pretrain(kept, progress=False) / "metrics.jsonl").read_text())["step"] == 2

@@ -4,6 +4,7 @@ line of ``scripts/reproduce.py``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sincere import experiments
+from sincere.config import LinearConfig, load_config
 from tests.helpers import DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,3 +161,28 @@ def test_hscl_with_beta_zero_trains_exactly_like_sincere(tmp_path):
                for k, r in runs.items()}
     for name, w in weights["sincere"].items():
         torch.testing.assert_close(w, weights["hscl"][name], rtol=1e-5, atol=1e-6)
+
+
+def test_reproduce_official_setting_dry_run(tmp_path, cifar10_root, monkeypatch):
+    """`make reproduce-paper DATASET=cifar10 CONFIG=official` on CPU: configs/official/ and
+    configs/linear/official.yaml through the whole chain (a thin network, two steps), runs named
+    <dataset>-<loss>-official, results in results/cifar10-official, the settings recorded."""
+    monkeypatch.chdir(tmp_path)
+    options = experiments.chain_options(
+        ROOT, experiments.MAIN, "official", "cifar10", bootstrap=50, quiet=True,
+        pretrain_args=("epochs=1", "max_steps=2", "batch_size=8", "model.arch=resnet18",
+                       "model.width=8", "data.num_workers=0", f"data.root={cifar10_root}",
+                       "threads=2", "knn_every=0"),
+        linear_args=("epochs=1", "batch_size=16", "num_workers=0"))
+    options = dataclasses.replace(options, out=tmp_path / "results" / "cifar10-official")
+    assert options.config_file == ROOT / "configs" / "official" / "cifar10.yaml"
+    experiments.run_chain(experiments.MAIN, options)
+    run = tmp_path / "runs" / "cifar10-sincere-official"
+    saved = load_config(run / "config.yaml")
+    assert saved.optim.granularity == "epoch" and saved.optim.warmup_from == 0.01
+    assert not saved.data.drop_last and not saved.amp
+    linear = load_config(run / "linear" / "config.yaml", cls=LinearConfig)
+    assert linear.optim.schedule == "step" and linear.optim.milestones == [60, 75, 90]
+    stats = json.loads((options.out / "similarity.json").read_text())
+    assert stats["paper_space"] == "encoder" and {"encoder", "head"} <= set(stats)
+    assert "| encoder (the paper's) | different classes |" in (options.out / "REPORT.md").read_text()

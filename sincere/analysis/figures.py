@@ -1,6 +1,10 @@
 """Figures 2, 3 and A.1 of the paper, and a t-SNE map, from cached embeddings and predictions.
 
 Every figure puts SupCon and SINCERE side by side on a shared scale and is written as PNG and PDF.
+Figures 2 and 3 are drawn for one embedding space at a time (``space``): ``encoder``, the
+pooled encoder features in which the paper computes them (cosines of non-negative features lie
+in [0, 1]), or ``head``, the L2-normalised projection-head output the loss shapes ([-1, 1]); the
+title names the space.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sincere.analysis.embeddings import SPACES, unit_vectors  # noqa: E402
 from sincere.analysis.similarity import (  # noqa: E402
     class_similarity_matrix,
+    histogram_edges,
     same_and_different,
-    target_and_noise_similarities,
+    target_and_noise_histograms,
 )
 
 NAMES = {"supcon": "SupCon", "sincere": "SINCERE"}
@@ -37,10 +43,12 @@ def _short(names: list[str]) -> list[str]:
 
 
 def _class_heatmap(ax, m: np.ndarray, classes: list[str], vmin: float, vmax: float, cmap: str,
-                   dark_high: bool, min_shown: float = -np.inf):
+                   dark_high: bool, min_shown: float = -np.inf, labels=None, fmt: str = ".2f"):
     """A class x class matrix with class names and, for up to 20 classes, each value printed in
-    a colour readable on its cell. ``dark_high``: the colour map is dark at high values."""
+    a colour readable on its cell. ``dark_high``: the colour map is dark at high values.
+    ``labels``: the numbers to print, when they are not the coloured values (e.g. counts)."""
     im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap)
+    shown = m if labels is None else labels
     k = len(classes)
     if k <= 20:
         ax.set_xticks(range(k), _short(classes), rotation=45, ha="right")
@@ -48,18 +56,27 @@ def _class_heatmap(ax, m: np.ndarray, classes: list[str], vmin: float, vmax: flo
         middle = (vmin + vmax) / 2
         for i in range(k):
             for j in range(k):
-                if m[i, j] >= min_shown:
+                if shown[i, j] >= min_shown:
                     dark = m[i, j] > middle if dark_high else m[i, j] < middle
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    ax.text(j, i, f"{shown[i, j]:{fmt}}", ha="center", va="center", fontsize=7,
                             color="white" if dark else "black")
     return im
 
 
-def figure2(embeddings: dict[str, dict], stem: Path, dataset: str) -> dict:
-    """Class x class average cosine similarity, one panel per loss; returns the statistics."""
+def similarity_range(space: str) -> tuple[float, float]:
+    """Where cosine similarities of a space can lie: [0, 1] for the encoder's non-negative
+    features, [-1, 1] for the head's."""
+    return (0.0, 1.0) if space == "encoder" else (-1.0, 1.0)
+
+
+def figure2(embeddings: dict[str, dict], stem: Path, dataset: str,
+            space: str = "encoder") -> dict:
+    """Class x class average cosine similarity of test-image pairs in ``space``, one panel per
+    loss (pairs of an image with itself excluded); returns the same- and different-class means
+    and SINCERE's decrease against SupCon."""
     classes = embeddings["supcon"]["classes"]
     k = len(classes)
-    mats = {name: class_similarity_matrix(e["z"].numpy(), e["labels"].numpy(), k)
+    mats = {name: class_similarity_matrix(unit_vectors(e, space).numpy(), e["labels"].numpy(), k)
             for name, e in embeddings.items()}
     vmin = min(np.nanmin(m) for m in mats.values())
     vmax = max(np.nanmax(m) for m in mats.values())
@@ -72,7 +89,7 @@ def figure2(embeddings: dict[str, dict], stem: Path, dataset: str) -> dict:
         ax.set_xlabel("class")
         ax.set_ylabel("class")
     fig.colorbar(im, ax=axes, shrink=0.85, label="average cosine similarity")
-    fig.suptitle(f"Average cosine similarity of {dataset} test embeddings "
+    fig.suptitle(f"Average cosine similarity of {dataset} test images, {SPACES[space][1]} "
                  "(pairs of an image with itself excluded)")
     save_figure(fig, stem)
     stats = {name: dict(zip(("same_class", "different_class"), same_and_different(m)))
@@ -82,47 +99,55 @@ def figure2(embeddings: dict[str, dict], stem: Path, dataset: str) -> dict:
     return stats
 
 
-def figure3(embeddings: dict[str, dict], cls: int, stem: Path, dataset: str) -> dict:
-    """Histograms of target (same class) and noise (other classes) similarities for one class."""
+def figure3(embeddings: dict[str, dict], cls: int, stem: Path, dataset: str,
+            space: str = "encoder") -> dict:
+    """Histograms of target (pairs of distinct images of class ``cls``) and noise (``cls`` x
+    every other class) cosine similarities in ``space``, over all pairs, as the proportion of
+    pairs in each 0.01-wide bin; returns the means and pair counts."""
     name_of = embeddings["supcon"]["classes"][cls]
+    edges = histogram_edges(*similarity_range(space))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True, sharey=True,
                              constrained_layout=True)
-    bins = np.linspace(-1, 1, 81)
     stats = {}
     for ax, (name, e) in zip(axes, embeddings.items()):
-        target, noise = target_and_noise_similarities(e["z"].numpy(), e["labels"].numpy(), cls)
-        ax.hist(noise, bins=bins, density=True, alpha=0.6, color="#7570b3",
-                label=f"noise: other classes (mean {noise.mean():.3f})")
-        ax.hist(target, bins=bins, density=True, alpha=0.6, color=COLOURS[name],
-                label=f"target: {name_of} (mean {target.mean():.3f})")
+        target, noise = target_and_noise_histograms(unit_vectors(e, space).numpy(),
+                                                    e["labels"].numpy(), cls, edges)
+        for hist, colour, label in ((noise, "#7570b3", "noise: other classes"),
+                                    (target, COLOURS[name], f"target: {name_of}")):
+            ax.stairs(hist.proportions, edges, fill=True, alpha=0.6, color=colour,
+                      label=f"{label} (mean {hist.mean:.3f})")
         ax.set_title(NAMES[name])
         ax.set_xlabel("cosine similarity")
         ax.legend(loc="upper left", fontsize=8)
-        stats[name] = {"target_mean": float(target.mean()), "noise_mean": float(noise.mean())}
-    axes[0].set_ylabel("density")
-    fig.suptitle(f"{dataset}: similarity of '{name_of}' test images to their own class (target) "
-                 "and to the other classes (noise)")
+        stats[name] = {"target_mean": target.mean, "noise_mean": noise.mean,
+                       "target_pairs": target.pairs, "noise_pairs": noise.pairs}
+    axes[0].set_ylabel("proportion of pairs per 0.01 bin")
+    fig.suptitle(f"{dataset}, {SPACES[space][1]}: similarity of '{name_of}' test images to "
+                 "their own class (target) and to the other classes (noise)")
     save_figure(fig, stem)
     return stats
 
 
 def figure_a1(predictions: dict[str, dict], stem: Path, dataset: str) -> None:
-    """Confusion matrices of the two linear probes (rows: true class, normalised)."""
+    """Confusion matrices of the two linear probes: raw counts (as the authors' Figure A.1),
+    coloured by the share of the true class (rows: true class)."""
     from sklearn.metrics import confusion_matrix
     classes = predictions["supcon"]["classes"]
     k = len(classes)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.8) if k <= 20 else (14, 6.5),
                              constrained_layout=True)
     for ax, (name, p) in zip(axes, predictions.items()):
-        cm = confusion_matrix(p["labels"].numpy(), p["logits"].argmax(1).numpy(),
-                              labels=list(range(k)), normalize="true")
-        im = _class_heatmap(ax, cm, classes, 0.0, 1.0, "Blues", dark_high=True, min_shown=0.005)
+        counts = confusion_matrix(p["labels"].numpy(), p["logits"].argmax(1).numpy(),
+                                  labels=list(range(k)))
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        im = _class_heatmap(ax, share, classes, 0.0, 1.0, "Blues", dark_high=True, min_shown=1,
+                            labels=counts, fmt="d")
         acc = float(np.mean(p["logits"].argmax(1).numpy() == p["labels"].numpy()))
         ax.set_title(f"{NAMES[name]} (top-1 {100 * acc:.2f}%)")
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
-    fig.colorbar(im, ax=axes, shrink=0.85, label="fraction of the true class")
-    fig.suptitle(f"Linear-probe confusion matrices on the {dataset} test set")
+    fig.colorbar(im, ax=axes, shrink=0.85, label="share of the true class (colour)")
+    fig.suptitle(f"Linear-probe confusion matrices on the {dataset} test set (counts)")
     save_figure(fig, stem)
 
 
@@ -147,5 +172,6 @@ def figure_tsne(embeddings: dict[str, dict], stem: Path, dataset: str, max_point
         ax.set_ylabel("t-SNE 2")
     if len(classes) <= 20:
         axes[1].legend(loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=3, fontsize=8)
-    fig.suptitle(f"t-SNE of {dataset} test embeddings ({min(max_points, len(y))} images)")
+    fig.suptitle(f"t-SNE of {dataset} test images, {SPACES['head'][1]} "
+                 f"({min(max_points, len(y))} images)")
     save_figure(fig, stem)

@@ -22,7 +22,7 @@ from typing import Optional
 
 from sincere.analysis import figures, tables
 from sincere.analysis import hard_negatives as hn
-from sincere.analysis.embeddings import run_embeddings
+from sincere.analysis.embeddings import PAPER_SPACE, SPACES, run_embeddings
 from sincere.config import ConfigError
 from sincere.runs import load_run_config, read_metrics
 
@@ -84,14 +84,21 @@ def make_figures(runs: dict[str, Path], out: Path, dataset: str, fig3_class: str
     embeddings = {name: run_embeddings(run) for name, run in runs.items()}
     classes = embeddings["supcon"]["classes"]
     cls = classes.index(fig3_class) if fig3_class in classes else 0
-    stats = {"figure2": figures.figure2(embeddings, out / "fig2_class_similarity", dataset),
-             "figure3": {"class": classes[cls], **figures.figure3(
-                 embeddings, cls, out / "fig3_target_noise_similarity", dataset)}}
+    stats = {"paper_space": PAPER_SPACE}
+    for space, (_, description) in SPACES.items():
+        suffix = "" if space == PAPER_SPACE else f"_{space}"
+        stats[space] = {
+            "description": description,
+            "figure2": figures.figure2(embeddings, out / f"fig2_class_similarity{suffix}",
+                                       dataset, space),
+            "figure3": {"class": classes[cls], **figures.figure3(
+                embeddings, cls, out / f"fig3_target_noise_similarity{suffix}", dataset, space)}}
     if predictions is not None:
         figures.figure_a1(predictions, out / "figA1_confusion", dataset)
     if tsne:
         figures.figure_tsne(embeddings, out / "tsne", dataset, seed=seed)
-    stats["paper_cifar10_decrease"] = tables.paper_numbers()["similarity_decrease_cifar10"]
+    stats["paper_decrease"] = {"dataset": "cifar10", "space": PAPER_SPACE,
+                               **tables.paper_numbers()["similarity_decrease_cifar10"]}
     (out / "similarity.json").write_text(json.dumps(stats, indent=2) + "\n")
     print(f"wrote figures and similarity.json to {out}")
     return stats
@@ -128,6 +135,42 @@ def run_supcon_floor(run: Path) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+def similarity_lines(stats: dict, dataset: str) -> list[str]:
+    """Figure 2's same- and different-class means and Figure 3's target / noise means in both
+    embedding spaces, the paper's space first; the paper's quoted decrease sits in the same rows
+    only for its own dataset, otherwise below them, for orientation."""
+    paper = stats["paper_decrease"]
+    same_dataset = dataset == paper["dataset"]
+    head = "| space | pairs | SupCon | SINCERE | decrease (SupCon − SINCERE) |"
+    rule = "|---|---|---:|---:|---:|"
+    if same_dataset:
+        head, rule = head + " paper's decrease |", rule + "---:|"
+    lines = [head, rule]
+    spaces = [stats["paper_space"]] + [s for s in SPACES if s != stats["paper_space"]]
+    for space in spaces:
+        f2 = stats[space]["figure2"]
+        label = space + (" (the paper's)" if space == stats["paper_space"] else "")
+        for key, pairs in (("same_class", "same class"), ("different_class", "different classes")):
+            row = (f"| {label} | {pairs} | {f2['supcon'][key]:.3f} | {f2['sincere'][key]:.3f} | "
+                   f"{f2['decrease_sincere_vs_supcon'][key]:.3f} |")
+            if same_dataset:
+                row += f" {paper[key]:.2f} |" if space == paper["space"] else " — |"
+            lines.append(row)
+    if not same_dataset:
+        lines += ["", f"For orientation only: the paper reports decreases of {paper['same_class']:.2f} "
+                  f"(same class) and {paper['different_class']:.2f} (different classes) on "
+                  f"{paper['dataset'].upper().replace('CIFAR', 'CIFAR-')}, in the "
+                  f"{paper['space']} space with a ResNet-50 after 1000 epochs; another dataset "
+                  "and scale than these runs."]
+    for space in spaces:
+        f3 = stats[space]["figure3"]
+        lines += ["", f"Figure 3 ({space} space), class '{f3['class']}': target mean SupCon "
+                  f"{f3['supcon']['target_mean']:.3f}, SINCERE {f3['sincere']['target_mean']:.3f};"
+                  f" noise mean SupCon {f3['supcon']['noise_mean']:.3f}, SINCERE "
+                  f"{f3['sincere']['noise_mean']:.3f}."]
+    return lines
+
+
 def stage_time_lines(timings: dict[str, Optional[float]], setting: str) -> list[str]:
     """One Markdown bullet per stage: its seconds, or that it was reused untimed."""
     return [f"- {k}: {v:.0f} s" if v is not None else
@@ -144,7 +187,6 @@ def write_report(out: Path, runs: dict[str, Path], dataset: str, setting: str,
     metrics = {n: read_metrics(r) for n, r in runs.items()}
     linear = {n: json.loads((r / "linear" / "metrics.json").read_text()) for n, r in runs.items()}
     cfg = load_run_config(runs["sincere"])
-    f2, f3 = stats["figure2"], stats["figure3"]
     lines = [
         f"# Reproduction report: {dataset} ({setting} setting)",
         "",
@@ -169,17 +211,7 @@ def write_report(out: Path, runs: dict[str, Path], dataset: str, setting: str,
               "below it; SINCERE's floor is 0).", "",
               "## Table 2: linear-probe accuracy", "", (out / "table2.md").read_text(), "",
               "## Embedding similarity (Figures 2 and 3)", "",
-              "| | SupCon | SINCERE | SupCon - SINCERE | paper, CIFAR-10 decrease |",
-              "|---|---:|---:|---:|---:|"]
-    paper = stats["paper_cifar10_decrease"]
-    for key, label in (("same_class", "same-class mean"), ("different_class",
-                                                            "different-class mean")):
-        lines.append(f"| {label} | {f2['supcon'][key]:.3f} | {f2['sincere'][key]:.3f} | "
-                     f"{f2['decrease_sincere_vs_supcon'][key]:.3f} | {paper[key]:.2f} |")
-    lines += ["", f"Figure 3 class '{f3['class']}': target mean SupCon "
-              f"{f3['supcon']['target_mean']:.3f}, SINCERE {f3['sincere']['target_mean']:.3f}; "
-              f"noise mean SupCon {f3['supcon']['noise_mean']:.3f}, SINCERE "
-              f"{f3['sincere']['noise_mean']:.3f}.", "",
+              *similarity_lines(stats, dataset), "",
               "## Learning curves", "",
               "| epoch | SupCon run: loss | kNN | SINCERE run: loss | kNN |",
               "|---:|---:|---:|---:|---:|"]
@@ -189,9 +221,28 @@ def write_report(out: Path, runs: dict[str, Path], dataset: str, setting: str,
     lines += ["", f"Linear probe: SupCon top-1 {100 * linear['supcon']['top1']:.2f}%, SINCERE "
               f"{100 * linear['sincere']['top1']:.2f}% (single test-set evaluation; Table 2 has "
               "the bootstrap).", "",
-              "Figures: `fig2_class_similarity.png`, `fig3_target_noise_similarity.png`, "
-              "`figA1_confusion.png`, `tsne.png` (and PDFs) in this folder.", ""]
+              "Figures (PNG and PDF in this folder): `fig2_class_similarity`, "
+              "`fig3_target_noise_similarity` (encoder space, the paper's), "
+              "`fig2_class_similarity_head`, `fig3_target_noise_similarity_head` (projection "
+              "head), `figA1_confusion`, `tsne`.", ""]
     (out / "REPORT.md").write_text("\n".join(lines))
+
+
+def hard_negative_form(cfg) -> str:
+    """Which form of H-SCL / H-UCL the runs trained and monitored (docs/FIDELITY.md)."""
+    loss = cfg.loss
+    if loss.negatives_scale == "batch" and loss.pair_mean:
+        return ("Form: Jiang et al.'s code: the tilted negative mean scaled by n - n_views "
+                "(2B - 2), -log averaged over all positive pairs of the batch "
+                "(`loss.negatives_scale=batch loss.pair_mean=true`).")
+    if loss.negatives_scale == "n_neg" and not loss.pair_mean:
+        return ("Form: SINCERE's (this project's default): the tilted negative mean scaled by "
+                "|N_t|, -log averaged per anchor and then over anchors, so beta = 0 is SINCERE; "
+                "Jiang et al.'s code scales by 2B - 2 and averages over all positive pairs "
+                "(docs/FIDELITY.md).")
+    return (f"Form: mixed: negatives scaled by "
+            f"{'|N_t|' if loss.negatives_scale == 'n_neg' else 'n - n_views'}, -log averaged "
+            f"{'over all positive pairs' if loss.pair_mean else 'per anchor'} (docs/FIDELITY.md).")
 
 
 def write_hard_negatives_report(out: Path, runs: dict[str, Path], dataset: str, setting: str,
@@ -207,7 +258,7 @@ def write_hard_negatives_report(out: Path, runs: dict[str, Path], dataset: str, 
              f"{cfg.batch_size} x {cfg.n_views} views, temperature {cfg.loss.temperature}, lr "
              f"{cfg.optim.lr}, training subset {cfg.data.subset or 'all'}; the weights "
              f"e^(beta s) are {'detached' if cfg.loss.detach_weights else 'differentiated'}.",
-             "", (out / "accuracy.md").read_text(), "",
+             "", hard_negative_form(cfg), "", (out / "accuracy.md").read_text(), "",
              "![losses on the same batches](fig5_losses_same_batches.png)", "",
              "![Assumption 1](fig4_assumption1.png)", "", (out / "curves.md").read_text(), "",
              "## Stage times (seconds)", ""]
@@ -247,19 +298,14 @@ def readme_block(out: Path, runs: dict[str, Path], timings: dict[str, Optional[f
     """The SupCon-vs-SINCERE results block, from the files in ``out`` (linked as ``rel``)."""
     out = Path(out)
     stats = json.loads((out / "similarity.json").read_text())
-    f2 = stats["figure2"]
+    dataset = load_run_config(runs["supcon"]).dataset
     floor = run_supcon_floor(runs["supcon"])
     block = [(out / "table1.md").read_text().strip(), "",
              f"SupCon's floor, mean log|P_t| for these batches: **{floor:.2f}** (SupCon cannot go "
              "below it; SINCERE's floor is 0).", "",
              (out / "table2.md").read_text().strip(), "",
-             "**Average cosine similarity of test embeddings (Figure 2)**", "",
-             "| | SupCon | SINCERE | decrease | paper's decrease (CIFAR-10) |",
-             "|---|---:|---:|---:|---:|"]
-    for key, label in (("same_class", "same class"), ("different_class", "different classes")):
-        block.append(f"| {label} | {f2['supcon'][key]:.3f} | {f2['sincere'][key]:.3f} | "
-                     f"{f2['decrease_sincere_vs_supcon'][key]:.3f} | "
-                     f"{stats['paper_cifar10_decrease'][key]:.2f} |")
+             "**Average cosine similarity of test images (Figure 2) in both embedding spaces**",
+             "", *similarity_lines(stats, dataset)]
     block += ["", f"![Figure 2]({rel}/fig2_class_similarity.png)", "",
               f"![Figure 3]({rel}/fig3_target_noise_similarity.png)", "",
               f"The chain took {timings['total'] / 60:.1f} minutes in the run that produced these "

@@ -1,12 +1,18 @@
 """Cosine-similarity statistics of embeddings (Feeney & Hughes Sec. 4.1, Figures 2 and 3).
 
-All functions take L2-normalised embeddings, so a dot product is a cosine similarity. Pairs of an
-image with itself are always excluded.
+All functions take unit-length embeddings (``embeddings.unit_vectors``), so a dot product is a
+cosine similarity. Pairs of an image with itself are always excluded. They apply to either space
+the analysis looks at: the encoder's pooled features (the paper's space) or the projection
+head's output.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+BIN_WIDTH = 0.01        # Figure 3's histogram bins
 
 
 def class_similarity_matrix(z: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -32,19 +38,52 @@ def same_and_different(matrix: np.ndarray) -> tuple[float, float]:
     return float(np.nanmean(np.diag(matrix))), float(np.nanmean(matrix[off]))
 
 
-def target_and_noise_similarities(z: np.ndarray, labels: np.ndarray, cls: int,
-                                  max_pairs: int = 2_000_000, seed: int = 0):
-    """Figure 3: cosine similarities of pairs within class ``cls`` (target; distinct images) and
-    between ``cls`` and every other class (noise). Subsampled uniformly above ``max_pairs``."""
+def histogram_edges(low: float, high: float, width: float = BIN_WIDTH) -> np.ndarray:
+    """Bin edges of ``width`` from ``low`` to ``high`` (both multiples of the width)."""
+    return np.linspace(low, high, int(round((high - low) / width)) + 1)
+
+
+@dataclass
+class PairHistogram:
+    """Counts of pair similarities in bins (values outside the edges go to the end bins), and
+    the exact mean and number of the pairs."""
+    counts: np.ndarray
+    mean: float
+    pairs: int
+
+    @property
+    def proportions(self) -> np.ndarray:
+        """Share of the pairs in each bin (sums to 1)."""
+        return self.counts / max(self.pairs, 1)
+
+
+def _histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+    return np.bincount(index, minlength=len(edges) - 1)
+
+
+def target_and_noise_histograms(z: np.ndarray, labels: np.ndarray, cls: int, edges: np.ndarray,
+                                chunk: int = 256) -> tuple[PairHistogram, PairHistogram]:
+    """Figure 3 over all pairs: the similarities of pairs of distinct images within class
+    ``cls`` (target) and of (``cls``, other class) pairs (noise), binned by ``edges``; computed
+    in row blocks, so no pair list is held in memory."""
     z = np.asarray(z, dtype=np.float64)
-    inside = z[labels == cls]
-    outside = z[labels != cls]
-    target_full = inside @ inside.T
-    target = target_full[~np.eye(len(inside), dtype=bool)]
-    noise = (inside @ outside.T).ravel()
-    rng = np.random.default_rng(seed)
-    if len(target) > max_pairs:
-        target = rng.choice(target, max_pairs, replace=False)
-    if len(noise) > max_pairs:
-        noise = rng.choice(noise, max_pairs, replace=False)
-    return target, noise
+    inside, outside = z[labels == cls], z[labels != cls]
+    bins = len(edges) - 1
+    target, noise = np.zeros(bins, np.int64), np.zeros(bins, np.int64)
+    target_sum = noise_sum = 0.0
+    for a in range(0, len(inside), chunk):
+        block = inside[a:a + chunk]
+        same = block @ inside.T
+        keep = np.ones(same.shape, dtype=bool)
+        keep[np.arange(len(block)), a + np.arange(len(block))] = False     # self-pairs
+        same = same[keep]
+        other = (block @ outside.T).ravel()
+        target += _histogram(same, edges)
+        noise += _histogram(other, edges)
+        target_sum += same.sum()
+        noise_sum += other.sum()
+    n_target = len(inside) * (len(inside) - 1)
+    n_noise = len(inside) * len(outside)
+    return (PairHistogram(target, target_sum / max(n_target, 1), n_target),
+            PairHistogram(noise, noise_sum / max(n_noise, 1), n_noise))
