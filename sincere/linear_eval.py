@@ -35,44 +35,27 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (top == labels[:, None]).any(axis=1).astype(np.float64)
 
 
-def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
-    device = resolve_device(config.device)
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    seed_everything(config.seed)
-    run_dir = Path(config.run_dir)
-    _, data, model, epoch = load_pretrained(run_dir, config.checkpoint, device)
-    encoder = model.encoder
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    out_dir = run_dir / "linear"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, out_dir / "config.yaml")
-
-    n_classes = len(data.classes)
-    classifier = nn.Linear(encoder.feature_dim, n_classes).to(device)
-    test_x, test_y = embed(encoder, data.test_plain, device, config.batch_size,
-                           config.num_workers)
+def training_set(config: LinearConfig, data, encoder, device):
+    """What the classifier trains on: the plain training images under the train-time
+    augmentation (random resized crop + flip, ``augment=true``; the encoder runs every step), or
+    the encoder's features of the plain images computed once (``augment=false``)."""
     if config.augment:
-        train_tf = T.Compose([T.RandomResizedCrop(data.image_size, scale=tuple(config.crop_scale)),
-                              T.RandomHorizontalFlip(config.flip_p), T.ToTensor(),
-                              T.Normalize(data.mean, data.std)])
-        train_set = with_transform(data.train_plain, train_tf)
-    else:
-        train_x, train_y = embed(encoder, data.train_plain, device, config.batch_size,
-                                 config.num_workers)
-        train_set = TensorDataset(train_x, train_y)
-    g = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
-                        generator=g, num_workers=config.num_workers if config.augment else 0)
+        transform = T.Compose([
+            T.RandomResizedCrop(data.image_size, scale=tuple(config.crop_scale)),
+            T.RandomHorizontalFlip(config.flip_p), T.ToTensor(), T.Normalize(data.mean, data.std)])
+        return with_transform(data.train_plain, transform)
+    return TensorDataset(*embed(encoder, data.train_plain, device, config.batch_size,
+                                config.num_workers))
+
+
+def train_classifier(classifier: nn.Linear, encoder, loader: DataLoader, config: LinearConfig,
+                     device, progress: bool) -> float:
+    """``config.epochs`` of SGD with the configured schedule on cross-entropy; returns the last
+    epoch's mean training loss."""
     steps_per_epoch = len(loader)
     optimizer = build_optimizer(classifier, config.optim)
     scheduler = build_scheduler(optimizer, config.epochs * steps_per_epoch, steps_per_epoch,
                                 config.optim)
-    if progress:
-        print(f"linear probe on {run_dir} (epoch {epoch} encoder, {encoder.feature_dim}-d "
-              f"features, {n_classes} classes, {'augmented images' if config.augment else 'cached features'})")
-    t0 = time.perf_counter()
     bar = tqdm(range(config.epochs), desc="linear", disable=not progress, dynamic_ncols=True)
     for _ in bar:
         total, n = 0.0, 0
@@ -91,11 +74,43 @@ def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
         if not np.isfinite(total):
             raise FloatingPointError("the linear probe diverged; lower optim.lr")
         bar.set_postfix(loss=f"{total / n:.4f}")
+    return total / n
+
+
+def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
+    """Train the linear probe of a run and write its ``linear/`` folder; returns the metrics.
+    The last epoch's classifier is evaluated (as the authors' code does)."""
+    device = resolve_device(config.device)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    run_dir = Path(config.run_dir)
+    _, data, model, epoch = load_pretrained(run_dir, config.checkpoint, device)
+    encoder = model.encoder                       # frozen, BatchNorm in eval mode
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    out_dir = run_dir / "linear"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, out_dir / "config.yaml")
+
+    classifier = nn.Linear(encoder.feature_dim, len(data.classes)).to(device)
+    test_x, test_y = embed(encoder, data.test_plain, device, config.batch_size,
+                           config.num_workers)
+    loader = DataLoader(training_set(config, data, encoder, device), batch_size=config.batch_size,
+                        shuffle=True, drop_last=False,
+                        generator=torch.Generator().manual_seed(config.seed),
+                        num_workers=config.num_workers if config.augment else 0)
+    if progress:
+        print(f"linear probe on {run_dir} (epoch {epoch} encoder, {encoder.feature_dim}-d "
+              f"features, {len(data.classes)} classes, "
+              f"{'augmented images' if config.augment else 'cached features'})")
+    t0 = time.perf_counter()
+    train_loss = train_classifier(classifier, encoder, loader, config, device, progress)
     with torch.no_grad():
         logits = classifier(test_x.to(device)).float().cpu()
     correct = {k: topk_correct(logits.numpy(), test_y.numpy(), k) for k in (1, 5)}
     metrics = {"top1": float(correct[1].mean()), "top5": float(correct[5].mean()),
-               "train_loss": total / n, "pretrain_epoch": epoch, "n_test": len(test_y),
+               "train_loss": train_loss, "pretrain_epoch": epoch, "n_test": len(test_y),
                "seconds": time.perf_counter() - t0}
     save_atomic({"logits": logits, "labels": test_y, "classes": data.classes},
                 out_dir / "predictions.pt")
