@@ -130,10 +130,15 @@ def test_reproduce_cli_refuses_a_run_directory_holding_another_run(tmp_path):
     done = script("reproduce.py", "--config", "paper", "--dataset", "cifar10", "--out",
                   str(tmp_path / "results"), "--quiet", "--args", "epochs=1", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
-    assert "runs/cifar10-supcon holds a run with another config: pass --force" in done.stderr
+    assert "runs/cifar10-supcon holds a run with another config" in done.stderr
+    assert "pass --force" in done.stderr
     assert "Traceback" not in done.stderr
     done = script("reproduce.py", "--config", "paper", "--dataset", "mnist", cwd=tmp_path)
     assert done.returncode == 2 and "no config" in done.stderr
+    done = script("reproduce.py", "--config", "paper", "--dataset", "cifar10", "--quiet",
+                  "--args", "bogus.key=1", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: unknown config key(s) bogus")
 
 
 def test_hscl_with_beta_zero_trains_exactly_like_sincere(tmp_path):
