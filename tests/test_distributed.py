@@ -48,9 +48,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, fn, port: int, report: str, args: tuple) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+_PORTS: list[int] = []       # in a worker: free ports for its successive process groups
+
+
+def _fresh_group_port() -> None:
+    """Point MASTER_PORT at a port no earlier process group of this launch used. Every rank
+    calls it in the same order, so they agree; a group that reused the last one's port could
+    meet that group's store (and its stale addresses) while another rank still tears it down."""
+    os.environ["MASTER_PORT"] = str(_PORTS.pop(0))
+
+
+def _entry(rank: int, fn, ports: list[int], report: str, args: tuple) -> None:
+    _PORTS[:] = ports
+    os.environ.update(MASTER_ADDR="127.0.0.1", RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank))
+    _fresh_group_port()
     torch.set_num_threads(1)
     try:
         fn(rank, *args)
@@ -66,7 +78,12 @@ def launch(fn, *args, timeout: float = 300.0) -> None:
     others fail at their next collective, which says little by itself)."""
     import tempfile
     report = tempfile.mkdtemp(prefix="ranks-")
-    ctx = mp.start_processes(_entry, args=(fn, _free_port(), report, args), nprocs=WORLD,
+    ports = []
+    while len(ports) < 12:
+        port = _free_port()
+        if port not in ports:
+            ports.append(port)
+    ctx = mp.start_processes(_entry, args=(fn, ports, report, args), nprocs=WORLD,
                              join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
     try:
@@ -255,23 +272,27 @@ def _pretrain_worker(rank: int, root: str) -> None:
     root = Path(root)
     errors = {}
     for bad in (["batch_size=33"], ["distributed.sync_bn=true"]):
+        _fresh_group_port()
         try:
             pretrain(load_config(None, E2E + bad + [f"run_dir={root / 'bad'}"]),
                      progress=False)
         except (ConfigError, DistributedError) as err:
             errors[bad[0]] = f"{type(err).__name__}: {err}"
+    _fresh_group_port()
     pretrain(load_config(None, E2E + [f"run_dir={root / 'full'}"]), progress=False)
 
     def kill_mid_epoch_2(epoch, step):
         if epoch == 1 and step == 6:
             raise Killed
 
+    _fresh_group_port()
     try:
         pretrain(load_config(None, E2E + [f"run_dir={root / 'resumed'}"]), progress=False,
                  on_step=kill_mid_epoch_2)
     except Killed:
         errors["killed_at_epoch"] = load_checkpoint(
             root / "resumed" / "checkpoints" / "last.pt")["epoch"]
+    _fresh_group_port()
     pretrain(load_config(None, E2E + [f"run_dir={root / 'resumed'}", "resume=true"]),
              progress=False)
     (root / f"errors{rank}.json").write_text(json.dumps(errors))
