@@ -23,6 +23,11 @@ class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says what to change."""
 
 
+# A switch that can be left to the machine: true, false, or "auto" (decided when the run starts,
+# e.g. bf16 autocast where the processor computes bf16 natively; see sincere/precision.py).
+AutoBool = typing.Union[bool, typing.Literal["auto"]]
+
+
 @dataclass
 class AugmentConfig:
     """SupCon's two-view augmentation (Khosla et al.; Feeney & Hughes Sec. 4.3)."""
@@ -42,6 +47,9 @@ class DataConfig:
     std: Optional[list[float]] = None
     subset: int = 0                    # >0: a class-stratified random subset of the training set
     test_subset: int = 0               # >0: the same for the test set (kNN monitor)
+    subset_seed: int = 0               # draws the subsets (and digits' train/test split): fixed
+                                       #   across training seeds, so runs of several seeds train
+                                       #   and are tested on the same images
     num_workers: int = 2
     pipeline: str = "pil"              # pil: torchvision transforms in DataLoader workers;
                                        # device: the training set as one uint8 tensor on the
@@ -161,8 +169,11 @@ class PretrainConfig:
     max_steps: int = 0                 # >0: stop after this many steps (dry runs)
     seed: int = 0
     device: str = "auto"               # auto | cpu | cuda | cuda:N
-    amp: bool = True                   # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True         # on CUDA
+    amp: AutoBool = "auto"             # bf16 autocast of the model (the loss stays fp32); auto:
+                                       #   on CUDA with bf16 support, and on CPUs that compute
+                                       #   bf16 natively (avx512_bf16 / amx_bf16), else fp32
+    channels_last: AutoBool = "auto"   # channels_last memory format; auto: on CUDA, and on the
+                                       #   CPU together with amp (where it was measured faster)
     compile: bool = False              # torch.compile the model (slow first steps; on the CPU it
                                        #   needs a C++ compiler)
     deterministic: bool = False        # torch.use_deterministic_algorithms, for exact resumes
@@ -201,12 +212,26 @@ def _valid_keys(cls, prefix: str = "") -> list[str]:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted where lossless."""
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, typing.get_args(tp)))}; "
+                          f"got {value!r}")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        if len(inner) == 1:
+            return _coerce(value, inner[0], key)
+        for option in inner:                      # e.g. AutoBool: true, false or "auto"
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                pass
+        names = [", ".join(map(str, typing.get_args(a))) if typing.get_origin(a) is typing.Literal
+                 else ("true, false" if a is bool else a.__name__) for a in inner]
+        raise ConfigError(f"{key} must be one of {', '.join(names)}; got {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, e.g. {key}=[0.5,0.5,0.5]; got {value!r}")

@@ -357,8 +357,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(
         lambda config, train, download: load_fashion_mnist(config.data.root, train, download),
         28, FASHION_MNIST_STATS),
-    "digits": DatasetSpec(lambda config, train, download: load_digits(train, config.seed), 8,
-                          None),
+    "digits": DatasetSpec(
+        lambda config, train, download: load_digits(train, config.data.subset_seed), 8, None),
     "imagefolder": DatasetSpec(
         lambda config, train, download: load_imagefolder(config.data.path, train), 0, None,
         in_memory=False),
@@ -383,13 +383,13 @@ def build_data(config: PretrainConfig, download: bool = True) -> DataBundle:
     if config.data.mean is not None and config.data.std is not None:
         stats = (tuple(config.data.mean), tuple(config.data.std))
     elif stats is None:
-        stats = _image_stats(train, size, seed=config.seed)
+        stats = _image_stats(train, size, seed=config.data.subset_seed)
     mean, std = stats
     if len(mean) != in_channels or len(std) != in_channels:
         raise ConfigError(f"data.mean/std need {in_channels} entries for {name}; got {mean}, {std}")
 
-    train = stratified_subset(train, config.data.subset, config.seed)
-    test = stratified_subset(test, config.data.test_subset, config.seed)
+    train = stratified_subset(train, config.data.subset, config.data.subset_seed)
+    test = stratified_subset(test, config.data.test_subset, config.data.subset_seed)
     plain = plain_transform(size, native, mean, std)
     views = MultiView(contrastive_transform(config, size, mean, std), config.n_views)
     return DataBundle(

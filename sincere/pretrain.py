@@ -65,6 +65,8 @@ from sincere.losses import build_loss, loss_options
 from sincere.models import ContrastiveModel, build_model, count_parameters
 from sincere.monitor import GradientMonitor, build_monitors, heldout_monitor, knn_monitor
 from sincere.optim import build_optimizer, build_scheduler
+from sincere.precision import FastPath
+from sincere.precision import resolve as resolve_precision
 from sincere.runs import (
     RunDirectoryError,
     checkpoint_path,
@@ -91,7 +93,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     steps_per_epoch: int
-    channels_last: bool
+    fast: FastPath                     # bf16 autocast / channels_last as resolved for the device
     pipeline: Optional[dict] = None
     start_epoch: int = 0
     global_step: int = 0
@@ -106,10 +108,12 @@ class Run:
     def global_loss(self) -> bool:
         return self.config.distributed.loss_scope == "global"
 
+    @property
+    def channels_last(self) -> bool:
+        return self.fast.channels_last
+
     def autocast(self):
-        on_cuda = self.env.device.type == "cuda"
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16,
-                              enabled=on_cuda and self.config.amp)
+        return self.fast.autocast(self.env.device)
 
 
 @dataclass
@@ -192,8 +196,8 @@ def set_up(config: PretrainConfig, env: DistEnv) -> Run:
                 "distributed.sync_bn=true needs CUDA: torch's SyncBatchNorm does not run on the "
                 "CPU; set distributed.sync_bn=false")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    channels_last = config.channels_last and on_cuda
-    if channels_last:
+    fast = resolve_precision(config.amp, config.channels_last, device, model)
+    if fast.channels_last:
         model = model.to(memory_format=torch.channels_last)
     options = {k: v for k, v in dataclasses.asdict(config.loss).items()
                if k in loss_options(config.loss.name)}
@@ -204,7 +208,7 @@ def set_up(config: PretrainConfig, env: DistEnv) -> Run:
     return Run(config=config, env=env, directory=directory, data=data, model=model,
                train_model=model, loss_fn=loss_fn, monitors=build_monitors(config),
                optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps,
-               channels_last=channels_last, pipeline=pipeline,
+               fast=fast, pipeline=pipeline,
                metrics_path=directory / "metrics.jsonl")
 
 
@@ -246,7 +250,9 @@ def open_logs(run: Run, progress: bool) -> None:
               f"{count_parameters(run.model.encoder) / 1e6:.2f}M + head "
               f"{count_parameters(run.model.head) / 1e6:.2f}M parameters, loss "
               f"{config.loss.name}, {run.steps_per_epoch} steps/epoch x {config.epochs} epochs "
-              f"on {env.device}{ranks_note}")
+              f"on {env.device} ({run.fast.description}){ranks_note}")
+        if run.fast.note:
+            print(f"note: {run.fast.note}")
     from torch.utils.tensorboard import SummaryWriter
     run.writer = SummaryWriter(str(run.directory / "tb"),
                                purge_step=run.global_step if run.global_step else None)
@@ -389,6 +395,7 @@ def epoch_record(run: Run, epoch: int, result: EpochSums,
         "views_per_s": result.images * config.n_views / result.seconds,
         "epoch_time_s": result.seconds,
         "complete": not result.stopped or result.batches == run.steps_per_epoch,
+        "bf16": run.fast.amp, "channels_last": run.fast.channels_last,   # as resolved
     }
     record.update(gradients.record())
     last_epoch = epoch + 1 == config.epochs or result.stopped
@@ -407,7 +414,7 @@ def log_epoch(run: Run, record: dict, progress: bool) -> None:
     with open(run.metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
     for key, value in record.items():
-        if key not in ("epoch", "step", "complete"):
+        if key not in ("epoch", "step", "complete", "bf16", "channels_last"):
             run.writer.add_scalar(f"pretrain/{key}", value, epoch)
     run.writer.flush()
     if progress:

@@ -1,0 +1,89 @@
+"""bf16 autocast and channels_last as config switches (true, false, auto) resolved per machine
+(``sincere.precision``), and what a run records of them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sincere import precision
+from sincere.config import ConfigError, load_config
+from tests.helpers import DIGITS
+
+ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+ZEN3 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma vaes\n"
+GRAVITON3 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+SAPPHIRE = "flags\t\t: avx512f amx_bf16 amx_tile\n"
+
+
+@pytest.mark.parametrize("text, expected", [(ZEN4, ("avx512_bf16",)), (ZEN3, ()),
+                                            (GRAVITON3, ("bf16",)), (SAPPHIRE, ("amx_bf16",))])
+def test_bf16_flags_read_from_cpuinfo(text, expected):
+    assert precision.bf16_flags(text) == expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_the_cpu_follows_native_bf16(monkeypatch, native):
+    """auto: bf16 only where the CPU computes it natively (elsewhere fp32 with a note naming the
+    override); channels_last on either way; explicit values win over detection."""
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("avx512_bf16",) if native else ())
+    cpu = torch.device("cpu")
+    auto = precision.resolve("auto", "auto", cpu)
+    assert auto.amp is native and auto.channels_last is True
+    assert (auto.note == "") is native
+    if not native:
+        assert "no native bf16" in auto.note and "amp=true" in auto.note
+    forced = precision.resolve(True, False, cpu)
+    assert forced.amp is True and forced.channels_last is False and forced.note == ""
+    off = precision.resolve(False, "auto", cpu)
+    assert off.amp is False and off.note == ""
+
+
+def test_autocast_context_is_bf16_only_when_on():
+    x = torch.randn(4, 4)
+    with precision.FastPath(amp=True, channels_last=False).autocast(torch.device("cpu")):
+        assert (x @ x).dtype == torch.bfloat16
+    with precision.FastPath(amp=False, channels_last=False).autocast(torch.device("cpu")):
+        assert (x @ x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("true", True), ("false", False)])
+def test_config_switch_takes_true_false_or_auto(value, expected):
+    config = load_config(None, DIGITS + [f"amp={value}", f"channels_last={value}"])
+    assert config.amp == expected and config.channels_last == expected
+
+
+def test_config_switch_rejects_other_values():
+    with pytest.raises(ConfigError, match=r"amp must be one of true, false, auto; got 'fast'"):
+        load_config(None, DIGITS + ["amp=fast"])
+    with pytest.raises(ConfigError, match=r"channels_last must be one of"):
+        load_config(None, DIGITS + ["channels_last=2"])
+
+
+def test_channels_last_is_kept_off_narrow_strided_1x1_convolutions_on_the_cpu(monkeypatch):
+    """oneDNN's strided 1x1 weight gradient writes out of bounds for channels_last inputs with
+    fewer input channels than its block: auto stays contiguous for such a model (saying why)
+    and an explicit channels_last=true is refused with the fix; a wide model is unaffected."""
+    from sincere.models import build_model
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ())
+    cpu = torch.device("cpu")
+    narrow = build_model(load_config(None, DIGITS + ["model.width=8"]), 1)
+    wide = build_model(load_config(None, DIGITS + ["model.width=16"]), 1)
+    assert precision.narrowest_strided_1x1(narrow) == 8
+    assert precision.narrowest_strided_1x1(wide) == 16
+    auto = precision.resolve("auto", "auto", cpu, narrow)
+    assert auto.channels_last is False and "oneDNN" in auto.note
+    with pytest.raises(ConfigError, match="channels_last=auto or false"):
+        precision.resolve("auto", True, cpu, narrow)
+    assert precision.resolve("auto", "auto", cpu, wide).channels_last is True
+    assert precision.resolve("auto", False, cpu, narrow).channels_last is False
+
+
+def test_a_run_records_what_it_resolved_to(tmp_path):
+    """metrics.jsonl says whether the run trained in bf16 and channels_last."""
+    from sincere.pretrain import pretrain
+    from sincere.runs import read_metrics
+    config = load_config(None, DIGITS + ["epochs=1", "max_steps=1", f"run_dir={tmp_path}/r",
+                                         "channels_last=false", "amp=false"])
+    record = read_metrics(pretrain(config, progress=False))[-1]
+    assert record["bf16"] is False and record["channels_last"] is False
