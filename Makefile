@@ -33,13 +33,23 @@ FIG3_CLASS    ?= $(if $(filter fashion-mnist,$(DATASET)),Coat,truck)
 LINEAR_ARGS ?=
 FORCE       ?=
 REPRO_FLAGS ?=
+# SEEDS=N trains every arm with seeds 0..N-1 (SEEDS=7,8,9: those seeds); JOBS=N runs N
+# pretraining runs at a time. reproduce-mini and reproduce-cpu default to 3 seeds (1 for the
+# hard-negative experiment) and 2 single-threaded runs at once; reproduce-paper to 1 seed, 1 run.
+SEEDS       ?=
+JOBS        ?=
+SEED_FLAGS   = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
 
-.PHONY: help install test pretrain linear-eval figures reproduce-mini reproduce-paper data \
+.PHONY: help install test pretrain linear-eval figures reproduce-mini reproduce-cpu \
+	reproduce-paper data \
 	bench-losses bench-chunked bench-train clean-venv
 
 help:
 	@echo "make reproduce-mini   the paper's claims on a CPU: pretrain SupCon and SINCERE, linear"
 	@echo "                      probes, tables and figures -> results/mini/ (FORCE=1 redoes)"
+	@echo "                      SEEDS=N (or SEEDS=7,8,9): every arm per seed, across-seed tests"
+	@echo "make reproduce-cpu    the converged CPU setting: 3 seeds x SupCon/SINCERE + half-length"
+	@echo "                      runs (convergence check), 2 runs at a time -> results/cpu/ (~1 h)"
 	@echo "make reproduce-paper  DATASET=cifar10|cifar100: the same with the paper's setting (GPU);"
 	@echo "                      CONFIG=official: the authors' code as run (docs/FIDELITY.md)"
 	@echo "make install       create .venv with everything (idempotent)"
@@ -96,12 +106,18 @@ figures: install
 
 reproduce-mini: install data
 	$(PY) scripts/reproduce.py --config mini --experiment $(EXPERIMENT) $(if $(FORCE),--force) \
+		--jobs $(or $(JOBS),2) --seeds $(or $(SEEDS),$(if $(filter main,$(EXPERIMENT)),3,1)) \
 		$(REPRO_FLAGS) \
+		--args $(ARGS) --linear-args $(LINEAR_ARGS)
+
+reproduce-cpu: install data
+	$(PY) scripts/reproduce.py --config cpu $(if $(FORCE),--force) --convergence \
+		--seeds $(or $(SEEDS),3) --jobs $(or $(JOBS),2) $(REPRO_FLAGS) \
 		--args $(ARGS) --linear-args $(LINEAR_ARGS)
 
 reproduce-paper: install
 	$(PY) scripts/reproduce.py --config $(CONFIG) --dataset $(DATASET) $(if $(FORCE),--force) \
-		--args $(ARGS) --linear-args $(LINEAR_ARGS)
+		$(SEED_FLAGS) --args $(ARGS) --linear-args $(LINEAR_ARGS)
 
 bench-losses: install
 	$(PY) scripts/bench_losses.py

@@ -223,6 +223,111 @@ def bench_training(s: Setting, batch: int, steps: int, rounds: int, augment_thre
 
 
 # ---------------------------------------------------------------------------------------------
+# (c) the fast path: precision and memory format of the step; (d) the mini epoch before / after
+# ---------------------------------------------------------------------------------------------
+
+
+FAST_PATHS = {"fp32, contiguous": ("false", "false"), "fp32, channels_last": ("false", "true"),
+              "bf16 autocast, contiguous": ("true", "false"),
+              "bf16 autocast, channels_last": ("true", "true")}
+
+
+def bench_fast_paths(base: PretrainConfig, device: torch.device, steps: int, rounds: int,
+                     emulated_batch: int) -> dict:
+    """``train_step`` views/s of the mini model on one pre-made batch for each precision and
+    memory format (``FAST_PATHS``), round-robin. Where the CPU has no native bf16 its bf16
+    variants are emulated and an order of magnitude slower: they run one step at
+    ``emulated_batch`` images instead (enough to size the cost)."""
+    from sincere.precision import cpu_has_native_bf16
+    native = device.type == "cuda" or cpu_has_native_bf16()
+    runs, batches = {}, {}
+    for name, (amp, cl) in FAST_PATHS.items():
+        emulated = amp == "true" and not native
+        batch = emulated_batch if emulated else base.batch_size
+        config = dataclasses.replace(
+            load_config(MINI, [f"device={device}", f"amp={amp}", f"channels_last={cl}",
+                               f"run_dir={base.run_dir}-{len(runs)}", "data.pipeline=device",
+                               f"data.root={base.data.root}"]), batch_size=batch)
+        run = set_up(config, DistEnv(device=device))
+        x, labels = next(batch_source(run.data, config, 0, run.env, run.channels_last,
+                                      run.pipeline))
+        runs[name], batches[name] = run, (x, labels, 1 if emulated else steps)
+    res = {name: [] for name in runs}
+    for r in range(rounds):
+        for name in rotated(list(runs), r):
+            run = runs[name]
+            x, labels, n = batches[name]
+
+            def step():
+                train_step(run.train_model, run.loss_fn, run.optimizer, run.scheduler, x,
+                           labels, run.config.n_views, run.autocast(), run.global_loss)
+            step()                                                   # warm-up
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step()
+            sync(device)
+            res[name].append(n * len(labels) * run.config.n_views / (time.perf_counter() - t0))
+            print(f"  (c) round {r + 1}/{rounds}: {name:30s} {res[name][-1]:8.1f} views/s",
+                  flush=True)
+    return {"views_per_s": res, "native_bf16": native,
+            "batch": {n: len(batches[n][1]) for n in runs},
+            "emulated": {n: FAST_PATHS[n][0] == "true" and not native for n in runs}}
+
+
+def bench_mini_epoch(device: torch.device, rounds: int, root: str, tmp: str) -> dict:
+    """Whole epochs of the mini config through pretraining's own ``train_epoch`` (monitors
+    included), side by side in interleaved rounds: before (fp32, contiguous: how the CPU trained
+    before ``auto``) and after (the config's defaults, ``amp=auto channels_last=auto``)."""
+    from sincere.monitor import GradientMonitor
+    from sincere.pretrain import train_epoch
+    arms = {"before: fp32, contiguous": ["amp=false", "channels_last=false"],
+            "after: amp=auto, channels_last=auto": []}
+    runs = {name: set_up(load_config(MINI, [f"device={device}", f"data.root={root}",
+                                            f"run_dir={tmp}/epoch-{i}", *extra]),
+                         DistEnv(device=device))
+            for i, (name, extra) in enumerate(arms.items())}
+    seconds = {name: [] for name in runs}
+    for r in range(rounds):
+        for name in rotated(list(runs), r):
+            run = runs[name]
+            t0 = time.perf_counter()
+            train_epoch(run, r, GradientMonitor(run.config, r), progress=False)
+            seconds[name].append(time.perf_counter() - t0)
+            print(f"  (d) round {r + 1}/{rounds}: {name:38s} {seconds[name][-1]:6.1f} s/epoch "
+                  f"({run.fast.description})", flush=True)
+    return {"seconds": seconds, "fast": {n: r.fast.description for n, r in runs.items()},
+            "steps": {n: r.steps_per_epoch for n, r in runs.items()}}
+
+
+def render_fast(fast: dict, epoch: Optional[dict]) -> list[str]:
+    from sincere.precision import cpu_bf16_flags
+    flags = ", ".join(cpu_bf16_flags()) or "none"
+    base = statistics.median(fast["views_per_s"]["fp32, contiguous"])
+    lines = ["", "## (c) Precision and memory format of the training step", "",
+             "Views per second of `sincere.pretrain.train_step` on one pre-made batch of the mini "
+             "config, interleaved rounds, medians (min–max). Native bf16 on this processor: "
+             f"{'yes' if fast['native_bf16'] else 'no'} (flags: {flags}).", "",
+             "| step | batch | views/s | / fp32 contiguous |", "|---|---|---:|---:|"]
+    for name, values in fast["views_per_s"].items():
+        note = ", 1 step (emulated bf16)" if fast["emulated"][name] else ""
+        lines.append(f"| {name} | {fast['batch'][name]} x 2{note} | {spread(values)} | "
+                     f"{statistics.median(values) / base:.2f} |")
+    if epoch:
+        names = list(epoch["seconds"])
+        before = statistics.median(epoch["seconds"][names[0]])
+        lines += ["", "## (d) The mini epoch, before and after `amp=auto channels_last=auto`", "",
+                  "Seconds per epoch of the mini config through pretraining's own `train_epoch` "
+                  "(monitors included), interleaved rounds, medians (min–max).", "",
+                  "| arm | resolved to | steps | s/epoch | speed-up |", "|---|---|---:|---:|---:|"]
+        for name in names:
+            v = epoch["seconds"][name]
+            lines.append(f"| {name} | {epoch['fast'][name]} | {epoch['steps'][name]} | "
+                         f"{spread(v)} | {before / statistics.median(v):.2f}x |")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
 
@@ -370,6 +475,14 @@ def main(argv=None):
     p.add_argument("--cifar-per-batch", type=int, default=2000,
                    help="images per CIFAR-format batch file (5 training files)")
     p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--fast-steps", type=int, default=3,
+                   help="(c): timed steps per precision / memory format and round")
+    p.add_argument("--fast-rounds", type=int, default=3, help="(c): rounds")
+    p.add_argument("--emulated-batch", type=int, default=32,
+                   help="(c): images of the one timed step of emulated bf16 (CPUs without it)")
+    p.add_argument("--epoch-rounds", type=int, default=2,
+                   help="(d): mini epochs per arm, before / after (0: skip)")
+    p.add_argument("--only-fast-path", action="store_true", help="run (c) and (d) only")
     p.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "training.md"))
     args = p.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
@@ -407,6 +520,12 @@ def main(argv=None):
                                                   f"run_dir={tmp}/run-paper"]),
         }
         settings, pipeline, training = {}, {}, {}
+        fast = bench_fast_paths(configs["mini"], device, args.fast_steps, args.fast_rounds,
+                                args.emulated_batch)
+        epoch = (bench_mini_epoch(device, args.epoch_rounds, str(ROOT / "data"), tmp)
+                 if args.epoch_rounds else None)
+        if args.only_fast_path:
+            configs = {}
         for name, config in configs.items():   # one setting at a time on the device
             s = settings[name] = make_setting(name, descriptions[name], config, device)
             print(f"(a) pipeline: {s.description}, batch {config.batch_size} x "
@@ -424,6 +543,7 @@ def main(argv=None):
         wall = time.perf_counter() - start
         report = render(pipeline, training, settings, args, device, command.strip(), wall,
                         (load_start, os.getloadavg()[0]))
+        report += "\n".join(render_fast(fast, epoch)) + "\n"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)

@@ -6,6 +6,8 @@
                                   # UCL, H-UCL, SCL, H-SCL (Jiang et al.) -> results/hard-negatives
 
     python scripts/reproduce.py --config official --dataset cifar10  # the authors' code as run
+    python scripts/reproduce.py --config cpu --seeds 3 --convergence --jobs 2
+                                  # converged CPU setting, 3 seeds, half-length check runs
 
 Stages that already finished with the same config are reused (a pretraining run that stopped
 part-way is resumed); ``--force`` redoes them. Runs go to runs/<dataset>-<loss>[-<setting>]
@@ -45,6 +47,15 @@ def main(argv=None) -> int:
     p.add_argument("--experiment", choices=tuple(experiments.EXPERIMENTS), default="main",
                    help="main: SupCon vs SINCERE (the paper); hard-negatives: UCL, H-UCL, SCL, "
                         "H-SCL (Jiang et al.)")
+    p.add_argument("--seeds", default="1",
+                   help="training seeds: a count N (0 .. N-1) or a list (7,8,9); several give "
+                        "per-seed results in <out>/seed-<s>/ and across-seed tests in <out>")
+    p.add_argument("--convergence", action="store_true",
+                   help="also train each loss at half the epochs (first seed) and check that its "
+                        "final loss is within 5%% of the full run's")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="pretraining runs at a time, in separate processes (2 on a 2-core CPU "
+                        "with single-threaded runs)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--update-readme", action="store_true",
                    help="rewrite README.md's generated results block from --out")
@@ -52,11 +63,15 @@ def main(argv=None) -> int:
 
     experiment = experiments.EXPERIMENTS[args.experiment]
     try:
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1; got {args.jobs}")
         options = experiments.chain_options(
             ROOT, experiment, args.config, args.dataset, args.out,
             pretrain_args=tuple(args.args), linear_args=tuple(args.linear_args),
             force=args.force, bootstrap=args.bootstrap, fig3_class=args.fig3_class,
-            quiet=args.quiet, readme=ROOT / "README.md" if args.update_readme else None)
+            quiet=args.quiet, readme=ROOT / "README.md" if args.update_readme else None,
+            seeds=experiments.parse_seeds(args.seeds), convergence=args.convergence,
+            jobs=args.jobs)
     except ConfigError as err:
         p.error(str(err))
     try:

@@ -19,6 +19,7 @@ stages.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -40,8 +41,10 @@ from sincere.runs import (
     run_status,
 )
 
-SETTINGS = ("mini", "paper", "official")   # configs/<setting>/: CPU scale, the paper's text,
-                                           #   the authors' code as run (docs/FIDELITY.md)
+SETTINGS = ("mini", "cpu", "paper", "official")
+# configs/<setting>/: CPU scale in minutes, CPU scale converged, the paper's text, the authors'
+# code as run (docs/FIDELITY.md)
+CPU_SETTINGS = ("mini", "cpu")             # Fashion-MNIST by default
 Timings = dict[str, Optional[float]]
 
 
@@ -72,6 +75,10 @@ class ChainOptions:
     fig3_class: Optional[str] = None
     quiet: bool = False
     readme: Optional[Path] = None
+    seeds: tuple[int, ...] = (0,)          # training seeds; each arm is trained once per seed
+    convergence: bool = False              # also each arm at half the epochs (first seed)
+    jobs: int = 1                          # pretraining runs at a time (processes)
+    tsne: bool = True                      # the t-SNE map (of the first seed only)
 
 
 @dataclass(frozen=True)
@@ -83,8 +90,10 @@ class Experiment:
     arms: tuple[Arm, ...]
     results_folder: Callable[[str, str], str]                      # (setting, dataset) -> name
     analyse: Callable[[dict[str, Path], ChainOptions], None]
+    summarise: Callable[[dict, dict, ChainOptions], None]             # across seeds (+ half)
     write_report: Callable[[Path, dict[str, Path], str, str, Timings], None]
-    update_readme: Callable[[Path, Path, dict[str, Path], Timings], None]
+    write_seeds_report: Callable[[Path, dict, dict, str, str, Timings], None]
+    update_readme: Callable[..., None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +109,7 @@ def default_fig3_class(dataset: str) -> str:
 def paper_figures(runs: dict[str, Path], options: ChainOptions) -> None:
     report.make_figures(runs, options.out, options.dataset,
                         fig3_class=options.fig3_class or default_fig3_class(options.dataset),
-                        n_resamples=options.bootstrap)
+                        n_resamples=options.bootstrap, tsne=options.tsne)
 
 
 def hard_negative_figures(runs: dict[str, Path], options: ChainOptions) -> None:
@@ -108,13 +117,39 @@ def hard_negative_figures(runs: dict[str, Path], options: ChainOptions) -> None:
                                       n_resamples=options.bootstrap)
 
 
+def summarise_main(by_seed: dict, half: dict, options: ChainOptions) -> None:
+    report.summarise_main(by_seed, half, options.out, options.dataset, options.bootstrap)
+
+
+def summarise_hard_negatives(by_seed: dict, half: dict, options: ChainOptions) -> None:
+    if len(by_seed) > 1:
+        report.summarise_hard_negatives(by_seed, half, options.out)
+
+
+def write_hard_negatives_seeds_report(out: Path, by_seed: dict, half: dict, dataset: str,
+                                      setting: str, timings: Timings) -> None:
+    """REPORT.md over seeds of the hard-negative experiment: the across-seed accuracy table
+    and each seed's folder."""
+    lines = [f"# Hard-negative experiment: {dataset} ({setting} setting, {len(by_seed)} seeds)",
+             "", (Path(out) / "accuracy_seeds.md").read_text(), "",
+             *[f"- seed {s}: [`seed-{s}/REPORT.md`](seed-{s}/REPORT.md)" for s in by_seed], "",
+             "## Stage times (seconds)", "", *report.stage_time_lines(timings, setting), ""]
+    for seed, runs in by_seed.items():
+        folder = Path(out) / f"seed-{seed}"
+        report.write_hard_negatives_report(folder, runs, dataset, setting, {
+            k: v for k, v in timings.items() if k.endswith(f"seed {seed}")})
+    (Path(out) / "REPORT.md").write_text("\n".join(lines))
+
+
 MAIN = Experiment(
     name="main",
     arms=tuple(Arm(loss, loss, loss) for loss in report.PAIR),
-    results_folder=lambda setting, dataset: ("mini" if setting == "mini" else dataset
+    results_folder=lambda setting, dataset: (setting if setting in CPU_SETTINGS else dataset
                                              + ("" if setting == "paper" else f"-{setting}")),
     analyse=paper_figures,
+    summarise=summarise_main,
     write_report=report.write_report,
+    write_seeds_report=report.write_seeds_report,
     update_readme=report.update_readme,
 )
 HARD_NEGATIVES = Experiment(
@@ -124,7 +159,9 @@ HARD_NEGATIVES = Experiment(
         "hard-negatives" + ("" if setting == "mini" else f"-{dataset}")
         + ("" if setting in ("mini", "paper") else f"-{setting}")),
     analyse=hard_negative_figures,
+    summarise=summarise_hard_negatives,
     write_report=report.write_hard_negatives_report,
+    write_seeds_report=write_hard_negatives_seeds_report,
     update_readme=report.update_hard_negatives_readme,
 )
 EXPERIMENTS = {e.name: e for e in (MAIN, HARD_NEGATIVES)}
@@ -140,7 +177,7 @@ def chain_options(root: Path, experiment: Experiment, setting: str = "mini",
     root = Path(root)
     if setting not in SETTINGS:
         raise ConfigError(f"setting {setting!r}: choose one of {', '.join(SETTINGS)}")
-    dataset = dataset or ("fashion-mnist" if setting == "mini" else "cifar10")
+    dataset = dataset or ("fashion-mnist" if setting in CPU_SETTINGS else "cifar10")
     config_file = root / "configs" / setting / f"{dataset.replace('-', '_')}.yaml"
     if not config_file.is_file():
         raise ConfigError(f"no config {config_file}; available: " + ", ".join(
@@ -149,6 +186,23 @@ def chain_options(root: Path, experiment: Experiment, setting: str = "mini",
     return ChainOptions(setting=setting, dataset=dataset, config_file=config_file,
                         linear_file=root / "configs" / "linear" / f"{setting}.yaml", out=out,
                         **options)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``SEEDS``: a count N (seeds 0 .. N-1) or a comma-separated list of seeds (``7,8,9``).
+    ConfigError names the problem."""
+    text = str(text).strip()
+    try:
+        if "," in text:
+            seeds = tuple(int(s) for s in text.split(",") if s.strip())
+        else:
+            seeds = tuple(range(int(text)))
+    except ValueError:
+        raise ConfigError(f"SEEDS={text!r}: give a count (SEEDS=3: seeds 0, 1, 2) or a list of "
+                          "seeds (SEEDS=7,8,9)") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"SEEDS={text!r}: give at least one seed, each >= 0 and each once")
+    return seeds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,14 +214,39 @@ def stage(title: str) -> None:
     print(f"\n=== {title} ===", flush=True)
 
 
-def pretrain_stage(arm: Arm, options: ChainOptions) -> tuple[Path, bool]:
-    """Pretrain ``arm`` unless its run finished with this config (resume it if it stopped
+@dataclass(frozen=True)
+class Job:
+    """One pretraining run of a chain: an arm, its training seed, and a variant (``half``: the
+    convergence check's run of half the epochs)."""
+    arm: Arm
+    seed: int = 0
+    variant: str = ""
+
+    def key(self, seeds: tuple[int, ...]) -> str:
+        """Its stage name in timings and progress lines (the seed only when there are several,
+        so single-seed chains keep their keys)."""
+        key = self.arm.label + (f" seed {self.seed}" if len(seeds) > 1 else "")
+        return key + (f" ({self.variant})" if self.variant else "")
+
+
+def job_config(job: Job, options: ChainOptions, extra: tuple[str, ...] = ()):
+    """The run's config: the setting's file, then the arm's overrides, the seed, the user's
+    overrides, and for ``half`` last of all half the epochs of the full run."""
+    name = run_name(options.dataset, job.arm.name, options.setting, job.seed, job.variant)
+    overrides = [f"dataset={options.dataset}", f"loss={job.arm.loss}", f"name={name}",
+                 *job.arm.overrides, *((f"seed={job.seed}",) if job.seed else ()),
+                 *options.pretrain_args, *extra]
+    if job.variant == "half":
+        full = load_config(options.config_file, overrides)
+        overrides.append(f"epochs={max(1, full.epochs // 2)}")
+    return load_config(options.config_file, overrides)
+
+
+def pretrain_stage(job: Job, options: ChainOptions) -> tuple[Path, bool]:
+    """Pretrain ``job`` unless its run finished with this config (resume it if it stopped
     part-way); returns its run directory and whether anything ran. The arm's overrides come
     before the user's."""
-    name = run_name(options.dataset, arm.name, options.setting)
-    overrides = ([f"dataset={options.dataset}", f"loss={arm.loss}", f"name={name}",
-                  *arm.overrides, *options.pretrain_args])
-    config = load_config(options.config_file, overrides)
+    config = job_config(job, options)
     directory = run_dir(config)
     status = run_status(directory, config)
     if status == "different" and not options.force:
@@ -181,17 +260,55 @@ def pretrain_stage(arm: Arm, options: ChainOptions) -> tuple[Path, bool]:
         print(f"{directory}: finished earlier with this config, reused")
         return directory, False
     if status == "partial":
-        config = load_config(options.config_file, overrides + ["resume=true"])
-    pretrain(config, progress=not options.quiet)
+        config = job_config(job, options, ("resume=true",))
+    pretrain(config, progress=not options.quiet and options.jobs == 1)
     return directory, True
 
 
-def linear_stage(directory: Path, options: ChainOptions) -> bool:
-    """Linear-probe a run unless its probe finished with this config after its last checkpoint;
-    returns whether anything ran."""
+def _timed_pretrain_stage(job: Job, options: ChainOptions) -> tuple[Path, bool, float]:
+    t0 = time.perf_counter()
+    directory, ran = pretrain_stage(job, options)
+    return directory, ran, time.perf_counter() - t0
+
+
+def pretrain_all(jobs: list[Job], options: ChainOptions) -> dict[Job, tuple[Path, bool, float]]:
+    """Every pretraining job, ``options.jobs`` at a time: in this process for one, else in
+    worker processes (spawned; each run uses the threads its config sets, so on a 2-core CPU two
+    single-threaded runs side by side use the machine better than one run on two threads, see
+    configs/cpu/). Returns {job: (run directory, whether it ran, seconds)}."""
+    if options.jobs <= 1:
+        done = {}
+        for job in jobs:
+            stage(f"pretrain {job.key(options.seeds)} ({options.setting}, {options.dataset})")
+            done[job] = _timed_pretrain_stage(job, options)
+        return done
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    stage(f"pretrain {len(jobs)} runs, {options.jobs} at a time ({options.setting}, "
+          f"{options.dataset})")
+    done = {}
+    with ProcessPoolExecutor(options.jobs,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {job: pool.submit(_timed_pretrain_stage, job, options) for job in jobs}
+        try:
+            for job, future in futures.items():
+                done[job] = future.result()
+                directory, ran, seconds = done[job]
+                print(f"pretrain {job.key(options.seeds)}: {directory} "
+                      + (f"({seconds:.0f} s)" if ran else "(reused)"), flush=True)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)   # the runs under way finish first
+            raise
+    return done
+
+
+def linear_stage(directory: Path, options: ChainOptions, seed: int = 0) -> bool:
+    """Linear-probe a run (with the run's training seed) unless its probe finished with this
+    config after its last checkpoint; returns whether anything ran."""
     metrics = directory / "linear" / "metrics.json"
-    config = load_config(options.linear_file, [f"run_dir={directory}", *options.linear_args],
-                         cls=LinearConfig)
+    config = load_config(options.linear_file, [f"run_dir={directory}",
+                                               *((f"seed={seed}",) if seed else ()),
+                                               *options.linear_args], cls=LinearConfig)
     saved = directory / "linear" / "config.yaml"
     same = saved.is_file() and load_config(saved, cls=LinearConfig) == config
     if (not options.force and same and metrics.is_file()
@@ -240,41 +357,67 @@ def with_total(timings: Timings) -> Timings:
 
 
 def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
-    """Pretrain every arm, linear-probe each, then the experiment's tables and figures,
-    ``timings.json``, the published run logs and REPORT.md in ``options.out`` (and the README
-    block when ``options.readme`` is set); returns the stage times."""
+    """Pretrain every arm (once per seed, and at half the epochs for the convergence check),
+    linear-probe each full run, then the experiment's tables and figures (per seed, and across
+    seeds when there are several), ``timings.json``, the published run logs and REPORT.md in
+    ``options.out`` (and the README block when ``options.readme`` is set); returns the stage
+    times."""
     out = Path(options.out)
     timings_path = out / "timings.json"
     # A reused stage keeps the time it took when it ran, so the report states what producing
     # the results cost, not what a rerun cost.
     recorded = read_timings(timings_path)
     timings: Timings = {}
-    runs: dict[str, Path] = {}
     start = time.perf_counter()
-
-    def record(key: str, t0: float, ran: bool) -> None:
-        timings[key] = time.perf_counter() - t0 if ran else recorded.get(key)
-
-    for arm in experiment.arms:
-        stage(f"pretrain {arm.label} ({options.setting}, {options.dataset})")
-        t0 = time.perf_counter()
-        runs[arm.label], ran = pretrain_stage(arm, options)
-        record(f"pretrain {arm.label}", t0, ran)
-    for label, directory in runs.items():
-        stage(f"linear probe {label}")
-        t0 = time.perf_counter()
-        record(f"linear probe {label}", t0, linear_stage(directory, options))
+    seeds = options.seeds
+    jobs = [Job(arm, seed) for seed in seeds for arm in experiment.arms]
+    if options.convergence:
+        jobs += [Job(arm, seeds[0], "half") for arm in experiment.arms]
+    by_seed: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
+    half: dict[str, Path] = {}
+    for job, (directory, ran, seconds) in pretrain_all(jobs, options).items():
+        key = f"pretrain {job.key(seeds)}"
+        timings[key] = seconds if ran else recorded.get(key)
+        (half if job.variant else by_seed[job.seed])[job.arm.label] = directory
+    for seed, runs in by_seed.items():
+        for label, directory in runs.items():
+            key = Job(Arm(label, "", ""), seed).key(seeds)
+            stage(f"linear probe {key}")
+            t0 = time.perf_counter()
+            ran = linear_stage(directory, options, seed)
+            timings[f"linear probe {key}"] = (time.perf_counter() - t0 if ran
+                                              else recorded.get(f"linear probe {key}"))
     stage(f"tables and figures -> {out}")
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    experiment.analyse(runs, options)
-    publish_run_logs(out, runs)
+    analyse_seeds(experiment, by_seed, half, options)
+    publish_run_logs(out, {**{f"{label} {seed}": d for seed, runs in by_seed.items()
+                              for label, d in runs.items()},
+                           **{f"{label} half": d for label, d in half.items()}})
     timings["tables and figures"] = time.perf_counter() - t0
     timings = with_total(timings)
     timings_path.write_text(json.dumps(timings, indent=2) + "\n")
     print(f"this invocation: {(time.perf_counter() - start) / 60:.1f} min")
-    experiment.write_report(out, runs, options.dataset, options.setting, timings)
+    if len(seeds) == 1 and not half:
+        experiment.write_report(out, by_seed[seeds[0]], options.dataset, options.setting,
+                                timings)
+    else:
+        experiment.write_seeds_report(out, by_seed, half, options.dataset, options.setting,
+                                      timings)
     print(f"\nwrote {out}/REPORT.md  ({timings['total'] / 60:.1f} min)")
     if options.readme is not None:
-        experiment.update_readme(options.readme, out, runs, timings)
+        experiment.update_readme(options.readme, out, by_seed, half, timings, options.setting)
     return timings
+
+
+def analyse_seeds(experiment: Experiment, by_seed: dict[int, dict[str, Path]],
+                  half: dict[str, Path], options: ChainOptions) -> None:
+    """The experiment's tables and figures: into ``options.out`` for one seed, else into
+    ``options.out/seed-<s>/`` per seed and the across-seed summary into ``options.out``."""
+    if len(by_seed) == 1:
+        experiment.analyse(next(iter(by_seed.values())), options)
+    else:
+        for i, (seed, runs) in enumerate(by_seed.items()):
+            experiment.analyse(runs, dataclasses.replace(
+                options, out=Path(options.out) / f"seed-{seed}", tsne=options.tsne and i == 0))
+    experiment.summarise(by_seed, half, options)

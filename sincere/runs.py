@@ -9,6 +9,7 @@ run names::
 
     python -m sincere.runs name cifar10 sincere paper      # -> cifar10-sincere
     python -m sincere.runs name fashion-mnist supcon mini  # -> fashion-mnist-supcon-mini
+    python -m sincere.runs name fashion-mnist supcon cpu 2 # -> fashion-mnist-supcon-cpu-seed2
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ class RunDirectoryError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 
 
-def run_name(dataset: str, loss: str, setting: str = PAPER_SETTING) -> str:
+def run_name(dataset: str, loss: str, setting: str = PAPER_SETTING, seed: int = 0,
+             variant: str = "") -> str:
     """``<dataset>-<loss>`` for the paper setting, ``<dataset>-<loss>-<setting>`` otherwise
-    (e.g. ``fashion-mnist-sincere-mini``). ``loss`` may carry a variant (``hscl-b1``)."""
-    return f"{dataset}-{loss}" + ("" if setting == PAPER_SETTING else f"-{setting}")
+    (e.g. ``fashion-mnist-sincere-mini``), then ``-seed<N>`` for a seed other than 0 and
+    ``-<variant>`` (e.g. ``half``: the convergence check's half-length run). ``loss`` may carry a
+    variant of the loss (``hscl-b1``)."""
+    return (f"{dataset}-{loss}" + ("" if setting == PAPER_SETTING else f"-{setting}")
+            + (f"-seed{seed}" if seed else "") + (f"-{variant}" if variant else ""))
 
 
 def run_dir(config: PretrainConfig) -> Path:
@@ -169,10 +174,13 @@ def embed(fn: Callable[[torch.Tensor], torch.Tensor], dataset, device, batch_siz
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) in (3, 4) and args[0] == "name":
-        print(run_name(*args[1:]))
+    if len(args) in (3, 4, 5) and args[0] == "name":
+        if len(args) == 5 and not args[4].isdigit():
+            print(f"error: SEED must be a non-negative integer; got {args[4]!r}", file=sys.stderr)
+            return 2
+        print(run_name(*args[1:4], *map(int, args[4:])))
         return 0
-    print("usage: python -m sincere.runs name DATASET LOSS [SETTING]", file=sys.stderr)
+    print("usage: python -m sincere.runs name DATASET LOSS [SETTING [SEED]]", file=sys.stderr)
     return 2
 
 

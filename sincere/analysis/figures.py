@@ -175,3 +175,36 @@ def figure_tsne(embeddings: dict[str, dict], stem: Path, dataset: str, max_point
     fig.suptitle(f"t-SNE of {dataset} test images, {SPACES['head'][1]} "
                  f"({min(max_points, len(y))} images)")
     save_figure(fig, stem)
+
+
+def figure_seeds(similarity: dict, stem: Path, dataset: str) -> list[Path]:
+    """Figures 2-3 over seeds: per space, each decrease of cosine similarity (SupCon − SINCERE:
+    Figure 2's same- and different-class means, Figure 3's target and noise means) as one dot
+    per seed and the mean with its 95% t-interval over seeds; above 0, SINCERE's is lower.
+    ``similarity``: ``seeds.similarity_summary``."""
+    paper = similarity["paper_space"]
+    spaces = [paper] + [k for k in similarity if k not in ("paper_space", paper)]
+    keys = [("same_class", "Fig. 2\nsame class"), ("different_class", "Fig. 2\ndifferent"),
+            ("target_mean", "Fig. 3\ntarget"), ("noise_mean", "Fig. 3\nnoise")]
+    fig, axes = plt.subplots(1, len(spaces), figsize=(4.2 * len(spaces), 3.4), squeeze=False)
+    for ax, space in zip(axes[0], spaces):
+        for i, (key, _) in enumerate(keys):
+            v = similarity[space][key]
+            x = np.full(len(v["per_seed"]), i) + np.linspace(-0.12, 0.12, len(v["per_seed"]))
+            ax.scatter(x, v["per_seed"], s=14, color="0.55", zorder=2,
+                       label="a seed" if i == 0 else None)
+            if v["n"] > 1:
+                ax.errorbar(i + 0.25, v["mean"], yerr=[[v["mean"] - v["low"]],
+                                                       [v["high"] - v["mean"]]],
+                            fmt="o", color=COLOURS["sincere"], capsize=4, zorder=3,
+                            label="mean, 95% t-interval" if i == 0 else None)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(keys)), [label for _, label in keys], fontsize=8)
+        ax.set_title(f"{space} space" + (" (the paper's)" if space == paper else ""),
+                     fontsize=10)
+        ax.set_ylabel("decrease of cosine similarity\n(SupCon − SINCERE)", fontsize=8)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Figures 2-3 over {similarity[paper]['same_class']['n']} seeds ({dataset})",
+                 fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, stem)

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from sincere.analysis import figures, tables
+from sincere.analysis import figures, seeds, tables
 from sincere.analysis import hard_negatives as hn
 from sincere.analysis.embeddings import PAPER_SPACE, SPACES, run_embeddings
 from sincere.config import ConfigError
@@ -130,6 +130,67 @@ def run_supcon_floor(run: Path) -> float:
     return tables.supcon_floor(labels, config.batch_size, config.n_views)
 
 
+def seed_folder(out: Path, by_seed: dict, seed: int) -> Path:
+    """Where a seed's own tables and figures are: ``out`` for a single seed, else
+    ``out/seed-<s>``."""
+    return Path(out) if len(by_seed) == 1 else Path(out) / f"seed-{seed}"
+
+
+def summarise_main(by_seed: dict[int, dict[str, Path]], half: dict[str, Path], out: Path,
+                   dataset: str, n_resamples: int = 1000) -> dict:
+    """The across-seed layer of the main experiment into ``out``: Table 1 and Table 2 over
+    seeds, the similarity decreases over seeds, the convergence check (when ``half`` holds the
+    half-length runs), the claims with verdicts, and ``seeds.json``, which it returns."""
+    out = Path(out)
+    floors = {s: run_supcon_floor(runs["supcon"]) for s, runs in by_seed.items()}
+    losses = seeds.loss_summary(by_seed, floors)
+    accuracy = seeds.accuracy_summary(by_seed, n_resamples)
+    similarity = seeds.similarity_summary({
+        s: json.loads((seed_folder(out, by_seed, s) / "similarity.json").read_text())
+        for s in by_seed})
+    summary = {"seeds": list(by_seed), "losses": losses, "accuracy": accuracy,
+               "similarity": similarity,
+               "claims": seeds.claims(losses, accuracy, similarity)}
+    seeds.table1_seeds(losses, dataset).write(out / "table1_seeds")
+    seeds.table2_seeds(accuracy, dataset).write(out / "table2_seeds")
+    seeds.similarity_table(similarity, dataset).write(out / "similarity_seeds")
+    if half:
+        summary["convergence"] = seeds.convergence_summary(by_seed[next(iter(by_seed))], half)
+        seeds.convergence_table(summary["convergence"]).write(out / "convergence")
+    seeds.write_summary(out, summary)
+    figures.figure_seeds(similarity, out / "fig2_seeds", dataset)
+    print(f"wrote the across-seed tables, claims and seeds.json to {out}")
+    return summary
+
+
+def claim_lines(summary: dict) -> list[str]:
+    """One Markdown line per claim of the paper: the verdict and its numbers."""
+    return [f"- **{c['verdict']}** — {c['claim']}: {c['numbers']}." for c in summary["claims"]]
+
+
+def summarise_hard_negatives(by_seed: dict[int, dict[str, Path]], half: dict[str, Path],
+                             out: Path) -> dict:
+    """Across seeds (several): each method's linear top-1 per seed and mean ± sd, from the
+    seeds' ``summary.json``, into ``out/accuracy_seeds`` and ``out/seeds.json``."""
+    out = Path(out)
+    per_seed = {s: json.loads((seed_folder(out, by_seed, s) / "summary.json").read_text())
+                for s in by_seed}
+    methods = list(next(iter(per_seed.values())))
+    rows = []
+    for m in methods:
+        top1 = [per_seed[s][m]["linear_top1"] for s in by_seed]
+        rows.append([m, ", ".join(f"{100 * v:.2f}" for v in top1),
+                     seeds.SeedSummary(**seeds._fields(
+                         {**seeds.asdict(seeds.t_interval(top1))})).text(100, 2)])
+    tables.Table("Hard negatives over seeds: linear-probe top-1, %",
+                 ["Method", "Per seed", "Mean ± sd [95% t-interval]"], rows,
+                 "Per seed: each seed's accuracy table (seed-<s>/accuracy.md).").write(
+        out / "accuracy_seeds")
+    summary = {"seeds": list(by_seed), "per_seed": per_seed}
+    seeds.write_summary(out, summary)
+    return summary
+
+
 # ---------------------------------------------------------------------------------------------
 # REPORT.md
 # ---------------------------------------------------------------------------------------------
@@ -225,6 +286,83 @@ def write_report(out: Path, runs: dict[str, Path], dataset: str, setting: str,
               "`fig3_target_noise_similarity` (encoder space, the paper's), "
               "`fig2_class_similarity_head`, `fig3_target_noise_similarity_head` (projection "
               "head), `figA1_confusion`, `tsne`.", ""]
+    if (out / "seeds.json").is_file():
+        summary = json.loads((out / "seeds.json").read_text())
+        lines += ["## The paper's claims", "", *claim_lines(summary), "",
+                  "One seed gives no across-seed interval, so the loss and similarity claims "
+                  "stay inconclusive here; `SEEDS=3` (or `make reproduce-cpu`) judges them.", ""]
+    (out / "REPORT.md").write_text("\n".join(lines))
+
+
+def precision_line(run: Path) -> str:
+    """How a run computed: bf16 autocast or fp32, channels_last or not, torch threads."""
+    record = read_metrics(run)[-1]
+    cfg = load_run_config(run)
+    if "bf16" not in record:
+        return "precision not recorded (a run from before it was logged)"
+    return (f"{'bf16 autocast' if record['bf16'] else 'fp32'}, "
+            f"{'channels_last' if record['channels_last'] else 'contiguous'}, "
+            f"{cfg.threads or 'all'} torch thread(s) per run")
+
+
+def write_seeds_report(out: Path, by_seed: dict[int, dict[str, Path]], half: dict[str, Path],
+                       dataset: str, setting: str, timings: dict[str, Optional[float]]) -> None:
+    """``out/REPORT.md`` of the main experiment over several seeds (and the convergence check):
+    the claims with verdicts first, then the across-seed tables, each seed's folder."""
+    out = Path(out)
+    summary = json.loads((out / "seeds.json").read_text())
+    first = next(iter(by_seed.values()))
+    cfg = load_run_config(first["sincere"])
+    lines = [
+        f"# Reproduction report: {dataset} ({setting} setting, {len(by_seed)} seeds)", "",
+        "Generated by `scripts/reproduce.py`; every number below comes from the runs "
+        + ", ".join(f"`{d}`" for runs in by_seed.values() for d in runs.values())
+        + (" and the half-length runs " + ", ".join(f"`{d}`" for d in half.values())
+           if half else "") + ".", "",
+        "## Setting", "",
+        f"- {cfg.model.arch}, width {cfg.model.width}, {cfg.data.image_size or 'native'}-pixel "
+        f"images, {cfg.epochs} epochs, batch {cfg.batch_size} images x {cfg.n_views} views, "
+        f"temperature {cfg.loss.temperature}, lr {cfg.optim.lr} (warm-up "
+        f"{cfg.optim.warmup_epochs} epochs from {cfg.optim.warmup_from}, cosine to "
+        f"{cfg.optim.lr_min}), training subset {cfg.data.subset or 'all'} images, test subset "
+        f"{cfg.data.test_subset or 'all'}; {precision_line(first['sincere'])}.",
+        f"- Seeds {', '.join(map(str, by_seed))}: each seeds initialisation, batch order, "
+        "augmentation and the linear probe; the training subset and the test images are the "
+        "same for every seed (`data.subset_seed`).", "",
+        "## The paper's claims", "", *claim_lines(summary), "",
+        "Verdict rules (fixed before the runs; `sincere/analysis/seeds.py`): a claim that "
+        "SINCERE lowers a quantity holds when the 95% t-interval over seeds of the paired "
+        "decrease lies above 0, did not hold when it lies below 0, and is inconclusive when it "
+        "straddles 0; Table 2's claim holds when the across-seed interval of the top-1 "
+        "difference contains 0.", ""]
+    if "convergence" in summary:
+        lines += ["## Convergence", "", (out / "convergence.md").read_text()]
+    lines += ["## Table 1 over seeds", "", (out / "table1_seeds.md").read_text(),
+              "## Table 2 over seeds", "", (out / "table2_seeds.md").read_text(),
+              "## Figures 2-3 over seeds", "", (out / "similarity_seeds.md").read_text(),
+              "![Figures 2-3 over seeds](fig2_seeds.png)", "",
+              "## Each seed", "",
+              *[f"- seed {s}: [`seed-{s}/`](seed-{s}/) (its Tables 1-2, Figures 2, 3, A.1)"
+                for s in by_seed], "",
+              "## Learning curves (trained loss and kNN top-1 per epoch)", ""]
+    curves = {f"{tables.NAMES[n]} seed {s}": r for s, runs in by_seed.items()
+              for n, r in runs.items()}
+    curves.update({f"{tables.NAMES[n]} half": r for n, r in half.items()})
+    metrics = {k: read_metrics(r) for k, r in curves.items()}
+    longest = max(len(m) for m in metrics.values())
+    lines += ["| epoch | " + " | ".join(metrics) + " |",
+              "|---:|" + "---:|" * len(metrics)]
+    for e in range(longest):
+        cells = []
+        for m in metrics.values():
+            if e < len(m):
+                knn = m[e].get("knn_top1")
+                cells.append(f"{m[e]['loss']:.3f}" + (f" ({knn:.3f})" if knn is not None else ""))
+            else:
+                cells.append("")
+        lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+    lines += ["", "## Stage times (seconds each stage took when it ran; reruns reuse finished "
+              "stages)", "", *stage_time_lines(timings, setting), ""]
     (out / "REPORT.md").write_text("\n".join(lines))
 
 
@@ -315,11 +453,48 @@ def readme_block(out: Path, runs: dict[str, Path], timings: dict[str, Optional[f
     return block
 
 
-def update_readme(readme: Path, out: Path, runs: dict[str, Path],
-                  timings: dict[str, Optional[float]]) -> None:
-    """Rewrite the README's SupCon-vs-SINCERE results block from the files in ``out``."""
-    update_readme_block(readme, README_START, README_END,
-                        readme_block(out, runs, timings, link(out, readme)))
+def readme_markers(setting: str) -> tuple[str, str]:
+    """The start and end markers of a setting's generated results block in the README."""
+    if setting == "mini":
+        return README_START, README_END
+    return (f"<!-- results:{setting}:start (generated by scripts/reproduce.py --update-readme) "
+            "-->", f"<!-- results:{setting}:end -->")
+
+
+def seeds_readme_block(out: Path, by_seed: dict[int, dict[str, Path]],
+                       timings: dict[str, Optional[float]], rel: str) -> list[str]:
+    """The results block of a chain over several seeds: the claims with verdicts, the
+    convergence check, the across-seed tables and figure."""
+    out = Path(out)
+    summary = json.loads((out / "seeds.json").read_text())
+    block = ["**The paper's claims, judged over "
+             f"{len(by_seed)} seeds** (rules in [{rel}/REPORT.md]({rel}/REPORT.md))", "",
+             *claim_lines(summary), ""]
+    if (out / "convergence.md").is_file():
+        block += [(out / "convergence.md").read_text().strip(), ""]
+    block += [(out / "table1_seeds.md").read_text().strip(), "",
+              (out / "table2_seeds.md").read_text().strip(), "",
+              (out / "similarity_seeds.md").read_text().strip(), "",
+              f"![Figures 2-3 over seeds]({rel}/fig2_seeds.png)", "",
+              f"The chain took {timings['total'] / 60:.1f} minutes in the run that produced these "
+              f"numbers; each seed's own tables and figures are in `{rel}/seed-<s>/`."]
+    return block
+
+
+def update_readme(readme: Path, out: Path, by_seed: dict[int, dict[str, Path]],
+                  half: dict[str, Path], timings: dict[str, Optional[float]],
+                  setting: str = "mini") -> None:
+    """Rewrite the README's results block of ``setting`` from the files in ``out``."""
+    rel = link(out, readme)
+    if len(by_seed) == 1:
+        lines = readme_block(out, next(iter(by_seed.values())), timings, rel)
+        if (Path(out) / "seeds.json").is_file():
+            summary = json.loads((Path(out) / "seeds.json").read_text())
+            lines += ["", "**The paper's claims in this run** (one seed: the loss and similarity "
+                      "claims need several, see `make reproduce-cpu`)", "", *claim_lines(summary)]
+    else:
+        lines = seeds_readme_block(out, by_seed, timings, rel)
+    update_readme_block(readme, *readme_markers(setting), lines)
 
 
 def hard_negatives_block(out: Path, timings: dict[str, Optional[float]], rel: str) -> list[str]:
@@ -345,8 +520,11 @@ def hard_negatives_block(out: Path, timings: dict[str, Optional[float]], rel: st
             f"not counted); per-epoch numbers in [{rel}/REPORT.md]({rel}/REPORT.md)."]
 
 
-def update_hard_negatives_readme(readme: Path, out: Path, runs: dict[str, Path],
-                                 timings: dict[str, Optional[float]]) -> None:
-    """Rewrite the README's hard-negative results block from the files in ``out``."""
+def update_hard_negatives_readme(readme: Path, out: Path, by_seed: dict[int, dict[str, Path]],
+                                 half: dict[str, Path], timings: dict[str, Optional[float]],
+                                 setting: str = "mini") -> None:
+    """Rewrite the README's hard-negative results block from the files in ``out`` (the first
+    seed's folder when there are several)."""
+    folder = seed_folder(out, by_seed, next(iter(by_seed)))
     update_readme_block(readme, HN_START, HN_END,
-                        hard_negatives_block(out, timings, link(out, readme)))
+                        hard_negatives_block(folder, timings, link(folder, readme)))
