@@ -191,3 +191,52 @@ def test_reproduce_official_setting_dry_run(tmp_path, cifar10_root, monkeypatch)
     stats = json.loads((options.out / "similarity.json").read_text())
     assert stats["paper_space"] == "encoder" and {"encoder", "head"} <= set(stats)
     assert "| encoder (the paper's) | different classes |" in (options.out / "REPORT.md").read_text()
+
+
+def test_chain_over_seeds_with_the_convergence_check(tmp_path, monkeypatch):
+    """SEEDS=2 and the convergence check through the chain, two runs at a time: every arm per
+    seed (seed 0 keeps the plain run name, the probe takes the run's seed), the half-length
+    runs, each seed's own outputs in seed-<s>/, the across-seed tables, seeds.json with a verdict
+    per claim, and a report that names them; the seeds' runs differ, the data does not."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "results"
+    options = experiments.chain_options(
+        ROOT, experiments.MAIN, "mini", out=out, bootstrap=50, quiet=True,
+        pretrain_args=(*DIGITS, "epochs=2", "knn_every=0", "threads=1",
+                       "monitor.gradient_views=[32]", "data.pipeline=device"),
+        linear_args=("epochs=2", "batch_size=64", "num_workers=0", "threads=1"),
+        seeds=(0, 3), convergence=True, jobs=2)
+    timings = experiments.run_chain(experiments.MAIN, options)
+    runs = tmp_path / "runs"
+    names = ["fashion-mnist-supcon-mini", "fashion-mnist-sincere-mini",
+             "fashion-mnist-supcon-mini-seed3", "fashion-mnist-sincere-mini-seed3",
+             "fashion-mnist-supcon-mini-half", "fashion-mnist-sincere-mini-half"]
+    for name in names:
+        assert (runs / name / "metrics.jsonl").is_file(), name
+        assert (out / "runs" / name / "metrics.jsonl").is_file(), name
+    assert load_config(runs / names[2] / "config.yaml").seed == 3
+    assert load_config(runs / names[4] / "config.yaml").epochs == 1
+    assert load_config(runs / names[2] / "linear" / "config.yaml", cls=LinearConfig).seed == 3
+    assert "pretrain sincere seed 3" in timings and "pretrain supcon seed 0 (half)" in timings
+    for seed in (0, 3):
+        for name in ("table1.md", "table2.md", "similarity.json", "fig2_class_similarity.png"):
+            assert (out / f"seed-{seed}" / name).is_file()
+    assert (out / "seed-0" / "tsne.png").is_file() and not (out / "seed-3" / "tsne.png").exists()
+    for name in ("table1_seeds.md", "table2_seeds.md", "similarity_seeds.md", "convergence.md",
+                 "fig2_seeds.png", "REPORT.md"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "seeds.json").read_text())
+    assert summary["seeds"] == [0, 3]
+    assert [c["verdict"] in ("held", "did not hold", "inconclusive") for c in summary["claims"]] \
+        == [True] * 4
+    per_seed = summary["accuracy"]["per_seed"]
+    assert per_seed["0"]["supcon_top1"] != per_seed["3"]["supcon_top1"]   # the seeds differ
+    assert summary["convergence"]["sincere"]["half_epochs"] == 1
+    report = (out / "REPORT.md").read_text()
+    assert "2 seeds" in report and "## The paper's claims" in report and "Convergence" in report
+
+
+def test_reproduce_cli_refuses_bad_seeds(tmp_path):
+    result = script("reproduce.py", "--seeds", "two", cwd=tmp_path)
+    assert result.returncode == 2 and "SEEDS='two'" in result.stderr
+    assert "Traceback" not in result.stderr

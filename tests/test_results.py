@@ -21,9 +21,35 @@ def read_log(path: Path) -> list[dict]:
 MINI_RUNS = sorted((ROOT / "results" / "mini" / "runs").glob("*/metrics.jsonl"))
 
 
-def test_the_mini_results_publish_both_runs():
-    assert sorted(p.parent.name for p in MINI_RUNS) == ["fashion-mnist-sincere-mini",
-                                                        "fashion-mnist-supcon-mini"]
+def test_the_mini_results_publish_both_losses_for_three_seeds():
+    assert sorted(p.parent.name for p in MINI_RUNS) == sorted(
+        f"fashion-mnist-{loss}-mini{suffix}" for loss in ("sincere", "supcon")
+        for suffix in ("", "-seed1", "-seed2"))
+
+
+CPU = ROOT / "results" / "cpu"
+
+
+def test_the_converged_cpu_results_pass_their_convergence_check():
+    """make reproduce-cpu: 3 seeds per loss and the half-length runs are published, and each
+    half-length run ended within 5% of its full run in final trained loss (recomputed here from
+    the published logs, not read from the report)."""
+    names = sorted(p.name for p in (CPU / "runs").iterdir())
+    assert names == sorted(f"fashion-mnist-{loss}-cpu{suffix}" for loss in ("sincere", "supcon")
+                           for suffix in ("", "-seed1", "-seed2", "-half"))
+    for loss in ("sincere", "supcon"):
+        full = read_log(CPU / "runs" / f"fashion-mnist-{loss}-cpu" / "metrics.jsonl")
+        half = read_log(CPU / "runs" / f"fashion-mnist-{loss}-cpu-half" / "metrics.jsonl")
+        assert len(half) == len(full) // 2
+        assert abs(half[-1]["loss"] - full[-1]["loss"]) <= 0.05 * full[-1]["loss"], loss
+
+
+def test_every_claim_of_the_cpu_results_has_a_verdict():
+    summary = json.loads((CPU / "seeds.json").read_text())
+    assert summary["seeds"] == [0, 1, 2]
+    assert len(summary["claims"]) == 4
+    assert all(c["verdict"] in ("held", "did not hold", "inconclusive")
+               for c in summary["claims"])
 
 
 @pytest.mark.parametrize("log", MINI_RUNS, ids=lambda p: p.parent.name)
