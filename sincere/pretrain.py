@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,8 @@ def set_up(config: PretrainConfig, env: DistEnv) -> Run:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     if config.deterministic:
+        if on_cuda:     # cuBLAS's deterministic mode (torch raises without it)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     if on_cuda:
         torch.backends.cudnn.benchmark = not config.deterministic
