@@ -54,12 +54,10 @@ if __name__ == "__main__":
 # --- below: only with CUDA (or when imported by the tests) -----------------------------------
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
 import datetime as dt  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -125,32 +123,37 @@ def run_tests(timeout: float) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
-def paper_config(setting: str, data_root: Path, run_dir: Path, batch: int):
+def paper_config(setting: str, data_root: Path, run_dir: Path, batch: int,
+                 device: str = "cuda", extra: tuple = ()):
+    """configs/paper/cifar10.yaml in ``setting`` on the on-device pipeline (``extra``: more
+    overrides; the tests shrink the model with them to run this code on a CPU)."""
     return load_config(PAPER["cifar10"], SETTINGS[setting] + [
-        "device=cuda", "data.pipeline=device", f"data.root={data_root}", f"run_dir={run_dir}",
-        f"batch_size={batch}", "knn_every=0", "monitor.gradients_every=0",
-        "monitor.heldout_every=0"])
+        f"device={device}", "data.pipeline=device", f"data.root={data_root}",
+        f"run_dir={run_dir}", f"batch_size={batch}", "knn_every=0", "monitor.gradients_every=0",
+        "monitor.heldout_every=0", *extra])
 
 
-def time_steps(fn, n: int) -> float:
+def time_steps(fn, n: int, device: str = "cuda") -> float:
     """Seconds per call of ``fn`` over ``n`` calls (synchronised before and after)."""
-    sync("cuda")
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
-    sync("cuda")
+    sync(device)
     return (time.perf_counter() - t0) / n
 
 
 def bench_setting(setting: str, data_root: Path, tmp: Path, batch: int, steps: int,
-                  warmup: int) -> dict:
+                  warmup: int, device: str = "cuda", extra: tuple = ()) -> dict:
     """One setting of the paper config, set up by pretraining's own ``set_up``: seconds per
     step of (a) train_step on one ready batch (the model + loss + SGD ceiling), (b) train_step
     fed by the on-device pipeline, (c) the same plus the monitored losses (what a pretraining
     step does), (d) the pipeline alone, (e) the trained loss's forward + backward alone; and the
     peak GPU memory of (c)."""
-    config = paper_config(setting, data_root, tmp / setting.replace(" ", ""), batch)
-    env = DistEnv(device=torch.device("cuda"))
+    config = paper_config(setting, data_root, tmp / setting.replace(" ", ""), batch, device,
+                          extra)
+    env = DistEnv(device=torch.device(device))
+    on_cuda = env.device.type == "cuda"
     run = set_up(config, env)
     if config.compile:
         run.train_model = torch.compile(run.model)
@@ -174,16 +177,17 @@ def bench_setting(setting: str, data_root: Path, tmp: Path, batch: int, steps: i
     t0 = time.perf_counter()
     for _ in range(warmup):                                   # allocations, cudnn, compile
         step(*fixed)
-    sync("cuda")
+    sync(device)
     warmup_s = time.perf_counter() - t0
-    ceiling = time_steps(lambda: step(*fixed), steps)
-    fed = time_steps(lambda: step(*next(feed)), steps)
-    torch.cuda.reset_peak_memory_stats()
-    full = time_steps(lambda: step(*next(feed), monitors=True), steps)
-    peak = torch.cuda.max_memory_allocated()
-    data = time_steps(lambda: next(feed), steps)
+    ceiling = time_steps(lambda: step(*fixed), steps, device)
+    fed = time_steps(lambda: step(*next(feed)), steps, device)
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats()
+    full = time_steps(lambda: step(*next(feed), monitors=True), steps, device)
+    peak = torch.cuda.max_memory_allocated() if on_cuda else 0
+    data = time_steps(lambda: next(feed), steps, device)
     z = torch.nn.functional.normalize(torch.randn(batch, n_views, config.model.proj_dim,
-                                                  device="cuda"), dim=-1).requires_grad_()
+                                                  device=device), dim=-1).requires_grad_()
     labels = fixed[1]
 
     def loss_only():
@@ -191,29 +195,32 @@ def bench_setting(setting: str, data_root: Path, tmp: Path, batch: int, steps: i
         run.loss_fn(z, labels).backward()
 
     loss_only()
-    loss_s = time_steps(loss_only, steps)
+    loss_s = time_steps(loss_only, steps, device)
     monitor_s = full - fed
     result = {"setting": setting, "batch": batch, "warmup_s": warmup_s, "ceiling_s": ceiling,
               "fed_s": fed, "full_s": full, "data_s": data, "loss_s": loss_s,
               "monitors_s": monitor_s, "peak_bytes": peak,
               "params": sum(p.numel() for p in run.model.parameters())}
     del run, feed, fixed, z
-    torch.cuda.empty_cache()
+    if on_cuda:
+        torch.cuda.empty_cache()
     return result
 
 
-def probe_forward_s(data_root: Path, tmp: Path, batch: int, steps: int) -> float:
+def probe_forward_s(data_root: Path, tmp: Path, batch: int, steps: int, device: str = "cuda",
+                    extra: tuple = ()) -> float:
     """Seconds of one linear-probe step's encoder forward (fp32, no grad, as
     sincere/linear_eval.py runs it) at the probe's batch size: the probe's cost."""
-    config = paper_config("fp32", data_root, tmp / "probe", batch)
-    run = set_up(config, DistEnv(device=torch.device("cuda")))
+    config = paper_config("fp32", data_root, tmp / "probe", batch, device, extra)
+    run = set_up(config, DistEnv(device=torch.device(device)))
     encoder = run.model.encoder.eval()
-    x = torch.randn(batch, 3, 32, 32, device="cuda")
+    x = torch.randn(batch, 3, 32, 32, device=device)
     with torch.no_grad():
         encoder(x)
-        seconds = time_steps(lambda: encoder(x), steps)
+        seconds = time_steps(lambda: encoder(x), steps, device)
     del run, encoder
-    torch.cuda.empty_cache()
+    if device != "cpu":
+        torch.cuda.empty_cache()
     return seconds
 
 
@@ -246,15 +253,21 @@ def chain_hours(step_s: float, probe_step_s: float, plan: dict) -> tuple[float, 
     return pre / 3600, probes / 3600
 
 
-def render(results: list, tests: dict | None, probe_s: float | None, plan: dict, args,
-           wall: float) -> str:
-    device = torch.device("cuda")
+def device_line(device: str = "cuda") -> str:
+    """The device's name and memory, and the host (sincere.benchmark.machine_description)."""
+    if torch.device(device).type != "cuda":
+        return f"- Device: **CPU** ({machine_description(device)})"
     props = torch.cuda.get_device_properties(device)
+    return (f"- Device: **{torch.cuda.get_device_name(device)}** "
+            f"({props.total_memory / 2**30:.0f} GiB), {machine_description(device)}")
+
+
+def render(results: list, tests: dict | None, probe_s: float | None, plan: dict, args,
+           wall: float, device: str = "cuda") -> str:
     lines = [
         "# GPU check",
         "",
-        f"- Device: **{torch.cuda.get_device_name(device)}** ({props.total_memory / 2**30:.0f} "
-        f"GiB), {machine_description('cuda')}",
+        device_line(device),
         f"- torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN "
         f"{torch.backends.cudnn.version()}), torchvision {__import__('torchvision').__version__},"
         f" Python {platform.python_version()}; {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; "

@@ -110,3 +110,30 @@ def test_the_chain_hours_follow_the_configs():
     pre, probes = gpu_check.chain_hours(1.0, 0.5, plan)
     assert pre == pytest.approx(4 * 1000 * 97 / 3600)                # 2 losses x 2 datasets
     assert probes == pytest.approx(4 * 100 * 98 * 0.5 / 3600)
+
+
+def test_the_benchmark_and_report_run_on_a_cpu(tmp_path):
+    """The benchmark's code path (pretraining's set_up, batch_source, train_step, step_values,
+    the loss alone, the probe's forward) and the report, on a CPU with a tiny model; the GPU runs
+    the same functions at the paper's size."""
+    import argparse
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_check
+        from bench_train import write_random_cifar
+    finally:
+        sys.path[:] = [p for p in sys.path if p != str(ROOT / "scripts")]
+    write_random_cifar(tmp_path / "data", per_batch=20)
+    tiny = ("model.arch=resnet18", "model.width=8", "threads=1")
+    result = gpu_check.bench_setting("bf16 + channels_last", tmp_path / "data", tmp_path,
+                                     batch=8, steps=1, warmup=1, device="cpu", extra=tiny)
+    for key in ("ceiling_s", "fed_s", "full_s", "data_s", "loss_s"):
+        assert result[key] > 0, key
+    probe = gpu_check.probe_forward_s(tmp_path / "data", tmp_path, 8, 1, "cpu", tiny)
+    failed = {"setting": "fp32", "error": "RuntimeError: out of memory"}
+    args = argparse.Namespace(argv=["--skip-tests"], batch=8, warmup=1, steps=1)
+    report = gpu_check.render([failed, result], None, probe, gpu_check.chain_plan(), args,
+                              wall=1.0, device="cpu")
+    assert "# GPU check" in report and "Device: **CPU**" in report
+    assert "| fp32 | failed: RuntimeError: out of memory" in report
+    assert "| bf16 + channels_last | " in report and "chain, h" in report
