@@ -18,7 +18,7 @@ Without CUDA it exits at once with status 2 and a one-line message. It needs onl
 torchvision, numpy, pyyaml, tqdm, tensorboard and pytest, and runs with any interpreter that has
 them (``make gpu-check PYTHON=python3``: a GPU machine's own PyTorch, no venv, no download).
 
-    python scripts/gpu_check.py                       # tests + benchmark -> results/benchmarks/gpu.md
+    python scripts/gpu_check.py              # tests + benchmark -> results/benchmarks/gpu.md
     python scripts/gpu_check.py --skip-tests --steps 10 --out /tmp/gpu.md
 """
 
