@@ -294,7 +294,8 @@ def render(results: list, tests: dict | None, probe_s: float | None, plan: dict,
         "*ceiling*: `train_step` on one ready batch; *step*: fed by `batch_source`; "
         "*+ monitors*: plus the monitored losses pretraining evaluates on every batch "
         "(`step_values`) — what one pretraining step costs; *data*: the pipeline alone; "
-        "*loss*: the trained loss's forward + backward on (512, 2, 128) fp32 embeddings. "
+        f"*loss*: the trained loss's forward + backward on ({args.batch}, 2, 128) fp32 "
+        "embeddings. "
         "Peak memory: `torch.cuda.max_memory_allocated` over the *+ monitors* steps (includes "
         "the dataset held on the device). s/epoch: CIFAR's 50,000 images, "
         f"{plan['cifar10']['steps_per_epoch']} steps.",
@@ -305,7 +306,8 @@ def render(results: list, tests: dict | None, probe_s: float | None, plan: dict,
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['setting']} | failed: {r['error']} |||||||")
+            what = r["error"] if r["error"].startswith("skipped") else f"failed: {r['error']}"
+            lines.append(f"| {r['setting']} | {what} |||||||")
             continue
         lines.append(
             f"| {r['setting']} | {1 / r['ceiling_s']:.2f} | {1 / r['fed_s']:.2f} | "
