@@ -83,7 +83,10 @@ def loss_case(device, seed=0, n_images=48, dim_in=32, dim=64, n_classes=6):
 def loss_and_grad(loss_fn, x, layer, labels, autocast=False):
     layer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=autocast):
-        z = F.normalize(layer(x), dim=-1).view(len(labels), 2, -1)
+        h = layer(x)                                 # bf16 under autocast
+        # normalised in fp32 and handed to the loss in the layer's dtype (CUDA's autocast runs
+        # norm in fp32, which would otherwise promote the embeddings back to fp32)
+        z = F.normalize(h.float(), dim=-1).to(h.dtype).view(len(labels), 2, -1)
         if autocast:
             assert z.dtype == torch.bfloat16
         loss = loss_fn(z, labels)
