@@ -7,6 +7,12 @@ PYTHON_BASE ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
+# PYTHON: an interpreter to run gpu-check with as it is (e.g. a GPU machine's own PyTorch:
+# `make gpu-check PYTHON=python3`): nothing is installed, no venv is made, nothing is downloaded;
+# it needs torch, torchvision, numpy, pyyaml, tqdm, tensorboard and pytest. Unset: the venv's
+# python, installed first.
+PYTHON      ?=
+GPU_CHECK_ARGS ?=
 
 DATASET ?= cifar10
 LOSS    ?= sincere
@@ -41,8 +47,7 @@ JOBS        ?=
 SEED_FLAGS   = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
 
 .PHONY: help install test pretrain linear-eval figures reproduce-mini reproduce-cpu \
-	reproduce-paper data \
-	bench-losses bench-chunked bench-train clean-venv
+	reproduce-paper data bench-losses bench-chunked bench-train gpu-check clean-venv
 
 help:
 	@echo "make reproduce-mini   the paper's claims on a CPU: pretrain SupCon and SINCERE, linear"
@@ -69,6 +74,9 @@ help:
 	@echo "make bench-losses  loss forward+backward time and memory -> results/benchmarks/losses.md"
 	@echo "make bench-chunked chunked (memory-bounded) losses at 65,536 views -> results/benchmarks/chunked.md"
 	@echo "make bench-train   data pipeline and training-step views/s -> results/benchmarks/training.md"
+	@echo "make gpu-check     on a CUDA GPU (<= 8 min): the CUDA tests, the paper setting's speed"
+	@echo "                   -> results/benchmarks/gpu.md; PYTHON=python3 uses that interpreter"
+	@echo "                   as it is (no venv, no install); without CUDA it exits 2 at once"
 
 install: $(STAMP)
 
@@ -127,6 +135,11 @@ bench-chunked: install
 
 bench-train: install data
 	$(PY) scripts/bench_train.py
+
+# With PYTHON set the install step is skipped and the package is found through PYTHONPATH.
+gpu-check: $(if $(PYTHON),,install)
+	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(or $(PYTHON),$(PY)) \
+		scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -170,7 +170,8 @@ def resample_taps(start: torch.Tensor, length: torch.Tensor, out_size: int,
     support = step.clamp(min=1.0)
     position = torch.arange(out_size, device=device, dtype=torch.float32).expand(len(start), -1)
     if flip is not None:
-        position = torch.where(flip.to(device)[:, None], out_size - 1 - position, position)
+        position = torch.where(flip.to(device, non_blocking=True)[:, None], out_size - 1 - position,
+                               position)
     centre = start + (position + 0.5) * step                              # (n, out)
     # the first pixel whose centre lies within the support: floor(centre - support + 0.5)
     first = torch.floor(centre - support + 0.5)
@@ -268,7 +269,8 @@ def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def _per_sample(f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return f.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+    # non_blocking: a blocking host-to-device copy would wait for the GPU's queue (a host sync)
+    return f.to(device=x.device, dtype=x.dtype, non_blocking=True).view(-1, 1, 1, 1)
 
 
 # The colour operations take float images in [0, 1] and per-sample factors (n,). They work in
@@ -325,7 +327,8 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor, inplace: bool = False) -> t
     hue.lerp_((b - r).mul_(inv).add_(2.0), is_g)                 # green
     hue.lerp_((g - b).mul_(inv), is_r)                           # red
     hue.add_(_per_sample(shift, x).view(-1, 1, 1), alpha=6.0)
-    offsets = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    offsets = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype).to(x.device, non_blocking=True)
+    offsets = offsets.view(1, 3, 1, 1)
     k = torch.add(hue.unsqueeze(1), offsets, out=x)              # x's values are not needed now
     k.sub_(torch.floor_(k * (1.0 / 6.0)), alpha=6.0)             # mod 6
     k.sub_(2.0).abs_().sub_(1.0).clamp_(0.0, 1.0)

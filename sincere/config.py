@@ -155,6 +155,19 @@ class MonitorConfig:
 
 
 @dataclass
+class TensorBoardConfig:
+    """What pretraining writes to ``tb/`` beside the per-epoch scalars (sincere/tensorboard.py).
+    None of it changes what is trained."""
+    step_scalars: bool = True          # per-step loss(es) and lr, kept on the device and written
+                                       #   once per epoch (no host read per step)
+    view_images: int = 8               # images whose augmented views make the grid at the start
+                                       #   (0: no grid)
+    projector_images: int = 1000       # test images embedded in the Projector at the end, with
+                                       #   class labels (0: none)
+    sprite_max_size: int = 64          # images up to this size also get sprites in the Projector
+
+
+@dataclass
 class PretrainConfig:
     dataset: str = "cifar10"
     data: DataConfig = field(default_factory=DataConfig)
@@ -163,6 +176,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
     epochs: int = 1000
     batch_size: int = 512              # images per step; each gives n_views views
     n_views: int = 2
@@ -434,6 +448,10 @@ def _validate_pretrain(config: PretrainConfig) -> None:
     if any(v < 2 for v in m.gradient_views):
         raise ConfigError(f"monitor.gradient_views are view counts >= 2; got "
                           f"{m.gradient_views}")
+    for key in ("view_images", "projector_images", "sprite_max_size"):
+        if getattr(config.tensorboard, key) < 0:
+            raise ConfigError(f"tensorboard.{key} must be >= 0 (0: off); got "
+                              f"{getattr(config.tensorboard, key)}")
 
 
 def to_dict(config) -> dict[str, Any]:

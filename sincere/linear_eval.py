@@ -3,7 +3,9 @@
 Reads a pretraining run directory (its ``config.yaml`` and a checkpoint), trains a linear
 classifier with cross-entropy on the frozen encoder's pooled features, and writes ``linear/`` in
 the same run directory: ``predictions.pt`` (per-image test logits and labels, class names),
-``metrics.json`` (top-1 / top-5), ``classifier.pt`` and the resolved ``config.yaml``.
+``metrics.json`` (top-1 / top-5), ``classifier.pt`` and the resolved ``config.yaml``; and
+TensorBoard curves in the run's ``tb/linear/`` (``linear/train_loss``, ``linear/train_acc``,
+``linear/lr``, ``linear/test_top1`` per epoch; the probe's config and final metrics as hparams).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
+from sincere import tensorboard
 from sincere.checkpoint import save_atomic
-from sincere.config import LinearConfig, dump_config
+from sincere.config import LinearConfig, dump_config, to_dict
 from sincere.data import with_transform
 from sincere.distributed import resolve_device
 from sincere.optim import build_optimizer, build_scheduler
@@ -49,31 +52,47 @@ def training_set(config: LinearConfig, data, encoder, device):
 
 
 def train_classifier(classifier: nn.Linear, encoder, loader: DataLoader, config: LinearConfig,
-                     device, progress: bool) -> float:
+                     device, progress: bool, writer=None, test=None) -> float:
     """``config.epochs`` of SGD with the configured schedule on cross-entropy; returns the last
-    epoch's mean training loss."""
+    epoch's mean training loss. With ``writer``: per epoch ``linear/train_loss``,
+    ``linear/train_acc``, ``linear/lr`` and, with ``test`` = (features, labels), the test top-1
+    ``linear/test_top1`` (the loss and accuracy sums stay on the device until the epoch ends)."""
     steps_per_epoch = len(loader)
     optimizer = build_optimizer(classifier, config.optim)
     scheduler = build_scheduler(optimizer, config.epochs * steps_per_epoch, steps_per_epoch,
                                 config.optim)
     bar = tqdm(range(config.epochs), desc="linear", disable=not progress, dynamic_ncols=True)
-    for _ in bar:
-        total, n = 0.0, 0
+    for epoch in bar:
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        n = 0
+        lr = optimizer.param_groups[0]["lr"]
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             if config.augment:
                 with torch.no_grad():
                     x = encoder(x).float()
-            loss = F.cross_entropy(classifier(x), y)
+            logits = classifier(x)
+            loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += loss.item() * len(y)
+            total += loss.detach().double() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
             n += len(y)
+        total = total.item()
         if not np.isfinite(total):
             raise FloatingPointError("the linear probe diverged; lower optim.lr")
         bar.set_postfix(loss=f"{total / n:.4f}")
+        if writer is not None:
+            writer.add_scalar("linear/train_loss", total / n, epoch + 1)
+            writer.add_scalar("linear/train_acc", correct.item() / n, epoch + 1)
+            writer.add_scalar("linear/lr", lr, epoch + 1)
+            if test is not None:
+                with torch.no_grad():
+                    hits = (classifier(test[0].to(device)).argmax(1).cpu() == test[1])
+                writer.add_scalar("linear/test_top1", hits.double().mean().item(), epoch + 1)
     return total / n
 
 
@@ -105,7 +124,9 @@ def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
               f"features, {len(data.classes)} classes, "
               f"{'augmented images' if config.augment else 'cached features'})")
     t0 = time.perf_counter()
-    train_loss = train_classifier(classifier, encoder, loader, config, device, progress)
+    writer = tensorboard.writer_for(run_dir / "tb" / "linear")
+    train_loss = train_classifier(classifier, encoder, loader, config, device, progress,
+                                  writer, (test_x, test_y))
     with torch.no_grad():
         logits = classifier(test_x.to(device)).float().cpu()
     correct = {k: topk_correct(logits.numpy(), test_y.numpy(), k) for k in (1, 5)}
@@ -116,6 +137,10 @@ def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
                 out_dir / "predictions.pt")
     save_atomic({"classifier": classifier.state_dict()}, out_dir / "classifier.pt")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    tensorboard.write_hparams(writer, {"run_dir": str(run_dir), **to_dict(config)},
+                              {"hparams/linear/top1": metrics["top1"],
+                               "hparams/linear/top5": metrics["top5"]}, config.epochs)
+    writer.close()
     if progress:
         print(f"top-1 {100 * metrics['top1']:.2f}%  top-5 {100 * metrics['top5']:.2f}%  "
               f"-> {out_dir}")

@@ -18,6 +18,8 @@ The authors' code (``configs/official/``) is set with three options:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 
 import torch
@@ -49,8 +51,28 @@ def lr_at(step: int, total_steps: int, steps_per_epoch: int, cfg: OptimConfig) -
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * progress))
 
 
+@functools.lru_cache(maxsize=None)
+def fused_sgd_supported(device_type: str) -> bool:
+    """Whether this torch's SGD takes ``fused=True`` for parameters on ``device_type`` ("cuda",
+    "cpu"): the argument is missing from older releases, and each release fuses for a set of
+    devices of its own."""
+    if "fused" not in inspect.signature(torch.optim.SGD.__init__).parameters:
+        return False
+    try:
+        p = torch.zeros(1, device=device_type, requires_grad=True)
+        torch.optim.SGD([p], lr=0.1, momentum=0.9, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, fused: bool = False):
-    """SGD with momentum; weight decay on every parameter, as in the reference recipe."""
+    """SGD with momentum; weight decay on every parameter, as in the reference recipe.
+    ``fused``: torch's fused SGD kernel where this torch has one for the parameters' device
+    (:func:`fused_sgd_supported`), its default (foreach) SGD otherwise."""
+    if fused:
+        device = next(model.parameters()).device.type
+        fused = fused_sgd_supported(device)
     kwargs = {"fused": True} if fused else {}
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay, **kwargs)

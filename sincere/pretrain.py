@@ -9,12 +9,15 @@
         epoch_record(run, ...)       the epoch's metrics line, with the monitors' values
         log_epoch(run, record)       metrics.jsonl, TensorBoard, the printed summary
         save_run(run, ...)           checkpoints/last.pt (+ kept epoch_XXXX.pt)
+      close_logs(run)                TensorBoard's Projector and hparams
 
 One epoch draws each training image once as ``n_views`` augmented views (:mod:`sincere.loaders`),
 embeds them, and takes an SGD step on the configured loss. Whatever loss is trained, the
 monitored losses of the same batches, the Eq. 13/14 gradient diagnostics of a few batches, the
 held-out diagnostics and the kNN accuracy are logged too (:mod:`sincere.monitor`). Per epoch the
-run directory gets a line of ``metrics.jsonl``, TensorBoard scalars in ``tb/``, and
+run directory gets a line of ``metrics.jsonl``, TensorBoard scalars in ``tb/`` (per epoch, and
+per step from a device buffer read once per epoch; tags and the start/end extras — a grid of
+augmented views, hparams, the Projector — in :mod:`sincere.tensorboard`), and
 ``checkpoints/last.pt``; every ``checkpoint_every`` epochs a kept ``epoch_XXXX.pt``; every
 ``knn_every`` epochs (and at the end) a kNN accuracy.
 
@@ -40,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +53,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sincere import distributed
+from sincere import distributed, tensorboard
 from sincere.checkpoint import (
     load_checkpoint,
     restore_training_state,
@@ -72,6 +76,7 @@ from sincere.runs import (
     checkpoint_path,
     epoch_seed,
     identity,
+    read_metrics,
     run_dir,
     seed_everything,
 )
@@ -125,6 +130,7 @@ class EpochSums:
     images: int
     seconds: float
     stopped: bool
+    steps: Optional[tensorboard.StepScalars] = None   # per-step values for TensorBoard (rank 0)
 
 
 def pretrain(config: PretrainConfig, progress: bool = True,
@@ -148,14 +154,13 @@ def pretrain(config: PretrainConfig, progress: bool = True,
             save = record["complete"] or result.stopped   # max_steps ends a run: keep its weights
             rngs = distributed.all_gather_objects(rng_state()) if save else None
             if env.is_main:
-                log_epoch(run, record, progress)
+                log_epoch(run, record, progress, result.steps)
                 if save:
                     save_run(run, epoch, result.stopped, rngs)
             env.barrier()                                 # the others wait for rank 0's writes
             if result.stopped:
                 break
-        if run.writer is not None:
-            run.writer.close()
+        close_logs(run)
         return run.directory
 
 
@@ -171,6 +176,8 @@ def set_up(config: PretrainConfig, env: DistEnv) -> Run:
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     if config.deterministic:
+        if on_cuda:     # cuBLAS's deterministic mode (torch raises without it)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     if on_cuda:
         torch.backends.cudnn.benchmark = not config.deterministic
@@ -253,9 +260,11 @@ def open_logs(run: Run, progress: bool) -> None:
               f"on {env.device} ({run.fast.description}){ranks_note}")
         if run.fast.note:
             print(f"note: {run.fast.note}")
-    from torch.utils.tensorboard import SummaryWriter
-    run.writer = SummaryWriter(str(run.directory / "tb"),
-                               purge_step=run.global_step if run.global_step else None)
+    run.writer = tensorboard.writer_for(run.directory / "tb",
+                                        purge_step=run.global_step if run.global_step else None)
+    if run.global_step == 0:
+        tensorboard.write_views(run.writer, data, run.pipeline, config.tensorboard.view_images,
+                                config.seed)
     path = run.metrics_path
     if run.start_epoch == 0 and path.exists():
         path.unlink()
@@ -333,6 +342,8 @@ def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool
     sums = torch.zeros(len(names), dtype=torch.float64, device=env.device)
     first_bad = torch.full((), -1, dtype=torch.long, device=env.device)
     per_rank = env.distributed and not run.global_loss
+    step_log = tensorboard.StepScalars(names, run.steps_per_epoch, env.device,
+                                       enabled=env.is_main and config.tensorboard.step_scalars)
     batches, images, stopped = 0, 0, False
     shown = time.perf_counter()
     t0 = time.perf_counter()
@@ -343,6 +354,7 @@ def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool
     run.train_model.train()
     for x, labels in bar:
         batch = len(labels)                       # this rank's images
+        lr = run.optimizer.param_groups[0]["lr"]  # this step's rate (a Python float: no sync)
         loss, features, labels = train_step(run.train_model, run.loss_fn, run.optimizer,
                                             run.scheduler, x, labels, config.n_views, autocast,
                                             run.global_loss)
@@ -350,6 +362,7 @@ def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool
         if env.is_main:
             gradients.update(features.detach(), labels)
         run.global_step += 1
+        step_log.add(run.global_step, values, lr)  # kept on the device, written per epoch
         batches += 1
         images += batch * env.world_size
         bad = ~torch.isfinite(values[0]) & (first_bad < 0)
@@ -371,7 +384,8 @@ def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     _raise_if_non_finite(run, epoch, first_bad)
-    return EpochSums(dict(zip(names, sums.tolist())), batches, images, seconds, stopped)
+    return EpochSums(dict(zip(names, sums.tolist())), batches, images, seconds, stopped,
+                     step_log)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,14 +422,16 @@ def epoch_record(run: Run, epoch: int, result: EpochSums,
     return record
 
 
-def log_epoch(run: Run, record: dict, progress: bool) -> None:
-    """One line of metrics.jsonl, the TensorBoard scalars, and the printed summary."""
+def log_epoch(run: Run, record: dict, progress: bool,
+              steps: Optional[tensorboard.StepScalars] = None) -> None:
+    """One line of metrics.jsonl, the TensorBoard scalars (per epoch, and the epoch's per-step
+    values in ``steps``; tags in sincere/tensorboard.py), and the printed summary."""
     epoch, config = record["epoch"], run.config
     with open(run.metrics_path, "a") as f:
         f.write(json.dumps(record) + "\n")
-    for key, value in record.items():
-        if key not in ("epoch", "step", "complete", "bf16", "channels_last"):
-            run.writer.add_scalar(f"pretrain/{key}", value, epoch)
+    tensorboard.write_epoch(run.writer, record)
+    if steps is not None:
+        steps.write(run.writer)
     run.writer.flush()
     if progress:
         extra = "".join(f"  {label} {record[key]:.3f}" for key, label in (
@@ -437,3 +453,19 @@ def save_run(run: Run, epoch: int, stopped: bool, rngs: list) -> None:
     if config.checkpoint_every and ((epoch + 1) % config.checkpoint_every == 0
                                     or epoch + 1 == config.epochs):
         save_atomic(state, run.directory / "checkpoints" / f"epoch_{epoch + 1:04d}.pt")
+
+
+def close_logs(run: Run) -> None:
+    """Rank 0, at the end: the test images' encoder features in TensorBoard's Projector, the
+    config and final metrics (the last metrics.jsonl line) as hparams; then the writer closes."""
+    if run.writer is None:
+        return
+    config, t = run.config, run.config.tensorboard
+    tensorboard.write_projector(run.writer, run.model, run.data, run.env.device,
+                                t.projector_images, t.sprite_max_size, config.seed,
+                                run.global_step, run.channels_last)
+    records = read_metrics(run.directory) if run.metrics_path.exists() else []
+    if records:
+        tensorboard.write_hparams(run.writer, to_dict(config),
+                                  tensorboard.final_metrics(records[-1]), run.global_step)
+    run.writer.close()

@@ -30,9 +30,9 @@ from sincere.config import ConfigError, PretrainConfig, from_dict, load_config, 
 RUNS_ROOT = Path("runs")
 PAPER_SETTING = "paper"        # the setting whose runs carry no suffix
 LAST = "last.pt"
-# Keys that say where a run is or how to start it, not what it computes: two configs that
-# differ only here describe the same run.
-NON_IDENTITY_KEYS = frozenset({"resume", "run_dir", "name"})
+# Keys that say where a run is, how to start it or what it logs, not what it computes: two
+# configs that differ only here describe the same run.
+NON_IDENTITY_KEYS = frozenset({"resume", "run_dir", "name", "tensorboard"})
 
 
 class RunDirectoryError(RuntimeError):

@@ -214,7 +214,7 @@ def test_digits_training_learns(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(run / "tb"))
     events.Reload()
-    assert len(events.Scalars("pretrain/loss_supcon")) == 4
+    assert len(events.Scalars("loss/supcon")) == 4
 
 
 class Killed(Exception):
