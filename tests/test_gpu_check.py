@@ -124,7 +124,9 @@ def test_the_benchmark_and_report_run_on_a_cpu(tmp_path):
     finally:
         sys.path[:] = [p for p in sys.path if p != str(ROOT / "scripts")]
     write_random_cifar(tmp_path / "data", per_batch=20)
-    tiny = ("model.arch=resnet18", "model.width=8", "threads=1")
+    # width 16: on the CPU channels_last is refused for narrower strided 1x1 convolutions
+    # (a oneDNN bug, sincere/precision.py)
+    tiny = ("model.arch=resnet18", "model.width=16", "threads=1")
     result = gpu_check.bench_setting("bf16 + channels_last", tmp_path / "data", tmp_path,
                                      batch=8, steps=1, warmup=1, device="cpu", extra=tiny)
     for key in ("ceiling_s", "fed_s", "full_s", "data_s", "loss_s"):
