@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     parser.add_argument("config", help="YAML config, e.g. configs/linear/paper.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides; run_dir=... required")
     parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)   # --quiet anywhere among the overrides
     return run_command(lambda: linear_eval(
         load_config(args.config, args.overrides, cls=LinearConfig), progress=not args.quiet))
 

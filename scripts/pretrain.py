@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("config", help="YAML config, e.g. configs/paper/cifar10.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=10")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)   # --quiet anywhere among the overrides
     try:
         launched = torchrun_env()
     except DistributedError as err:

@@ -245,6 +245,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):             # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{key} must be a number; got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -319,6 +324,9 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {path} cannot be read ({err}); pass a YAML file, "
                               "e.g. configs/mini/fashion_mnist.yaml") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must be a mapping of keys ('key: value' lines, e.g. "
+                              f"'epochs: 10'); it holds a {type(values).__name__}")
     values = _merge(values, parse_overrides(overrides or []))
     config = _build(cls, values)
     validate(config)
