@@ -52,7 +52,7 @@ def driver(*args: str, **kwargs) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def wait_for(predicate, timeout: float = 120.0, what: str = "") -> None:
+def wait_for(predicate, timeout: float = 600.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -115,7 +115,7 @@ def signalled(request, tmp_path_factory):
         wait_for(lambda: marker_step(marker) >= at_step or proc.poll() is not None,
                  what=f"step {at_step}")
         (os.killpg if group else os.kill)(proc.pid, sig)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
