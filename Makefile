@@ -3,6 +3,8 @@
 #   make pretrain DATASET=cifar10 LOSS=sincere              the paper's setting (a GPU)
 #   make pretrain DATASET=fashion-mnist LOSS=supcon CONFIG=mini ARGS="epochs=2"
 #   make pretrain DATASET=cifar10 LOSS=sincere GPUS=4      4 GPUs (torchrun + DDP, global batch)
+#   make pretrain ... GPUS=4 NNODES=2 NODE_RANK=0 MASTER_ADDR=node0   on each of 2 nodes (c10d)
+#   (pretraining continues its run when rerun: resume=auto; a stop signal exits 75)
 PYTHON_BASE ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
@@ -19,9 +21,20 @@ LOSS    ?= sincere
 CONFIG  ?= paper
 ARGS    ?=
 GPUS    ?=
+NNODES      ?= 1
+NODE_RANK   ?= 0
+MASTER_ADDR ?=
+MASTER_PORT ?= 29500
+RDZV_ID     ?= $(RUN_NAME)
 # GPUS=N (N > 1) launches N processes with torchrun, one per GPU; unset or 1 is a plain python.
-PRETRAIN_LAUNCH := $(if $(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone \
-	--nproc_per_node=$(GPUS),$(PY))
+# NNODES=M (M > 1): run the same command on each of M nodes with its NODE_RANK (0 hosts the
+# rendezvous) and the MASTER_ADDR of node 0: torchrun's c10d rendezvous joins the
+# M x GPUS processes (RDZV_ID, default the run name, tells concurrent jobs apart).
+MULTINODE_LAUNCH = $(VENV)/bin/torchrun --nnodes=$(NNODES) --nproc-per-node=$(or $(GPUS),1) \
+	--rdzv-backend=c10d --rdzv-endpoint=$(MASTER_ADDR):$(MASTER_PORT) --rdzv-id=$(RDZV_ID) \
+	--rdzv-conf=is_host=$(if $(filter 0,$(NODE_RANK)),1,0)
+PRETRAIN_LAUNCH = $(if $(filter-out 0 1,$(NNODES)),$(MULTINODE_LAUNCH),$(if \
+	$(filter-out 0 1,$(GPUS)),$(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS),$(PY)))
 CONFIG_FILE := configs/$(CONFIG)/$(subst -,_,$(DATASET)).yaml
 # Run names come from sincere.runs.run_name (runs/<dataset>-<loss>[-<config>], no suffix for
 # paper), asked of the venv's python: recursively expanded, so only recipes that run after
@@ -64,6 +77,10 @@ help:
 	@echo "                   GPUS=N: N GPUs via torchrun + DDP; batch_size stays the global batch"
 	@echo "                   and the loss sees all of it (ARGS=\"distributed.loss_scope=per_gpu\""
 	@echo "                   for per-GPU losses, distributed.sync_bn=true for global BatchNorm)"
+	@echo "                   NNODES=M NODE_RANK=r MASTER_ADDR=host [MASTER_PORT=29500]: one of M"
+	@echo "                   nodes (torchrun c10d rendezvous); scripts/slurm/pretrain.sbatch for SLURM"
+	@echo "                   Rerunning continues the run (resume=auto); SIGTERM/SIGINT/SIGUSR1"
+	@echo "                   checkpoint the step reached and exit 75 (make reports Error 75)"
 	@echo "make linear-eval   linear probe of runs/<dataset>-<loss>[-<config>]/ (same DATASET/LOSS/CONFIG)"
 	@echo "                   -> linear/"
 	@echo "make figures       Tables 1-2, Figures 2, 3, A.1, t-SNE of the supcon and sincere runs"
@@ -102,7 +119,9 @@ data: install
 pretrain: install $(if $(filter fashion-mnist,$(DATASET)),data)
 	@test -f $(CONFIG_FILE) || { echo "no config $(CONFIG_FILE): CONFIG is paper or mini"; \
 		ls configs/*/*.yaml; exit 2; }
-	$(PRETRAIN_LAUNCH) scripts/pretrain.py $(CONFIG_FILE) loss=$(LOSS) name=$(RUN_NAME) $(ARGS)
+	$(if $(filter-out 0 1,$(NNODES)),@test -n "$(MASTER_ADDR)" || { echo "NNODES=$(NNODES)" \
+		"needs MASTER_ADDR=<host name or address of the NODE_RANK=0 node>"; exit 2; })
+	$(PRETRAIN_LAUNCH) scripts/pretrain.py $(CONFIG_FILE) loss=$(LOSS) name=$(RUN_NAME) resume=auto $(ARGS)
 
 linear-eval: install
 	$(PY) scripts/linear_eval.py $(LINEAR_CONFIG) run_dir=runs/$(RUN_NAME) $(ARGS)

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sincere.checkpoint import CheckpointError
-from sincere.config import ConfigError, LinearConfig, load_config
-from sincere.data import DataNotFoundError
+from sincere.cli import run_command
+from sincere.config import LinearConfig, load_config
 from sincere.linear_eval import linear_eval
 
 
@@ -21,15 +20,9 @@ def main(argv=None) -> int:
     parser.add_argument("config", help="YAML config, e.g. configs/linear/paper.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides; run_dir=... required")
     parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        linear_eval(load_config(args.config, args.overrides, cls=LinearConfig),
-                    progress=not args.quiet)
-    except (ConfigError, DataNotFoundError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
+    args = parser.parse_intermixed_args(argv)   # --quiet anywhere among the overrides
+    return run_command(lambda: linear_eval(
+        load_config(args.config, args.overrides, cls=LinearConfig), progress=not args.quiet))
 
 if __name__ == "__main__":
     sys.exit(main())

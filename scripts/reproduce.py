@@ -10,7 +10,7 @@
                                   # converged CPU setting, 3 seeds, half-length check runs
 
 Stages that already finished with the same config are reused (a pretraining run that stopped
-part-way is resumed); ``--force`` redoes them. Runs go to runs/<dataset>-<loss>[-<setting>]
+part-way, e.g. pre-empted with exit status 75, is resumed: rerun the same command); ``--force`` redoes them. Runs go to runs/<dataset>-<loss>[-<setting>]
 (no suffix for paper), outputs to ``--out`` (default results/mini, results/<dataset>, or
 results/<dataset>-official), with a REPORT.md summarising the run.
 The chain itself is ``sincere.experiments``.
@@ -24,11 +24,8 @@ from pathlib import Path
 
 from sincere import experiments
 from sincere.analysis.report import ReadmeBlockError
-from sincere.checkpoint import CheckpointError
+from sincere.cli import run_command
 from sincere.config import ConfigError
-from sincere.data import DataNotFoundError
-from sincere.distributed import DistributedError
-from sincere.runs import RunDirectoryError
 
 ROOT = Path(__file__).resolve().parents[1]        # the project: configs/, results/, README.md
 
@@ -75,15 +72,10 @@ def main(argv=None) -> int:
     except ConfigError as err:
         p.error(str(err))
     try:
-        experiments.run_chain(experiment, options)
-    except (RunDirectoryError, ConfigError, DataNotFoundError, CheckpointError,
-            DistributedError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return run_command(lambda: experiments.run_chain(experiment, options))
     except ReadmeBlockError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class DataConfig:
                                        #   (sincere/augment.py; not for imagefolder)
     drop_last: bool = True             # false: keep each epoch's last partial batch (the authors'
                                        #   code: 98 steps per CIFAR epoch instead of 97)
+    skip_unreadable: bool = False      # imagefolder: leave out image files PIL cannot read
+                                       #   (checked once at start, count printed) instead of
+                                       #   stopping at the first one
     augment_threads: int = 1           # device pipeline on a CPU: intra-op threads of the
                                        #   augmentation (0: torch's setting)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -132,6 +135,9 @@ class DistributedConfig:
     backend: str = "auto"              # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
     timeout_min: float = 30.0          # collective timeout; other ranks wait this long for rank
                                        #   0's kNN evaluation and checkpoint writes
+    stop_check_every: int = 1          # steps between the ranks' agreement on a stop signal (a
+                                       #   one-integer all-reduce on a CPU gloo group, never a
+                                       #   device sync; see sincere/preemption.py)
 
 
 @dataclass
@@ -195,7 +201,11 @@ class PretrainConfig:
     knn_every: int = 10                # epochs between kNN evaluations (0: never; last always)
     knn_k: int = 20
     checkpoint_every: int = 50         # epochs between kept epoch_XXXX.pt (last.pt every epoch)
-    resume: bool = False
+    keep_checkpoints: int = 0          # >0: keep only the newest K epoch_XXXX.pt (0: keep all)
+    resume: bool | str = False         # true: continue from last.pt when there is one; auto: the
+                                       #   same, but only a run of the same config (else an
+                                       #   error), and start fresh when there is none; false: a
+                                       #   fresh run, refused if the folder holds one
     run_dir: str = ""                  # default runs/<name>
     name: str = ""                     # default <dataset>-<loss>
 
@@ -269,6 +279,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):             # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{key} must be a number; got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -339,11 +354,26 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+            raise ConfigError(_yaml_problem(path, err)) from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} cannot be read ({err}); pass a YAML file, "
+                              "e.g. configs/mini/fashion_mnist.yaml") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must be a mapping of keys ('key: value' lines, e.g. "
+                              f"'epochs: 10'); it holds a {type(values).__name__}")
     values = _merge(values, parse_overrides(overrides or []))
     config = _build(cls, values)
     validate(config)
     return config
+
+
+def _yaml_problem(path: Path, err: yaml.YAMLError) -> str:
+    """One line naming the file, the line and column, and what the parser found there."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = " ".join(str(getattr(err, "problem", None) or err).split())
+    return (f"{where}: not valid YAML ({problem}); fix that line (check indentation, a "
+            "missing ':' or an unclosed bracket or quote)")
 
 
 def from_dict(values: dict[str, Any], cls=PretrainConfig):
@@ -428,7 +458,15 @@ def _validate_pretrain(config: PretrainConfig) -> None:
         check_temperature(config.loss.temperature)
     except ValueError as err:
         raise ConfigError(f"loss.{err}") from None
+    if isinstance(config.resume, str) and config.resume != "auto":
+        raise ConfigError(f"resume must be true or false (or auto); got {config.resume!r}")
+    if config.keep_checkpoints < 0:
+        raise ConfigError(f"keep_checkpoints must be >= 0 (0 keeps every epoch_XXXX.pt); got "
+                          f"{config.keep_checkpoints}")
     d = config.distributed
+    if d.stop_check_every < 1:
+        raise ConfigError(f"distributed.stop_check_every must be at least 1; got "
+                          f"{d.stop_check_every}")
     if d.loss_scope not in LOSS_SCOPES:
         raise ConfigError(f"distributed.loss_scope {d.loss_scope!r} unknown; choose one of "
                           f"{LOSS_SCOPES}")

@@ -63,6 +63,20 @@ class DataNotFoundError(FileNotFoundError):
     """A dataset that is neither on disk nor downloadable; the message says where it looked."""
 
 
+class UnreadableImageError(DataNotFoundError):
+    """An image file of an ImageFolder that PIL cannot read; the message names the file and the
+    fix. Raised inside a DataLoader worker it comes back to the main process as
+    ``UnreadableImageError("Caught ... Original Traceback ... UnreadableImageError: <message>")``
+    (torch rebuilds it from the worker's text): the constructor keeps only the message."""
+
+    def __init__(self, message: str):
+        text = str(message).strip()
+        if "Original Traceback" in text:
+            last = text.splitlines()[-1]
+            text = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(text)
+
+
 # ---------------------------------------------------------------------------------------------
 # Datasets
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +246,38 @@ def load_digits(train: bool, seed: int = 0) -> ArrayImages:
     return ArrayImages(images[idx], bunch.target[idx].tolist(), [str(d) for d in range(10)])
 
 
-def load_imagefolder(path: str | Path, train: bool):
+def read_image(path: str):
+    """ImageFolder's loader (PIL, converted to RGB as torchvision's default), with a file PIL
+    cannot read named in an :class:`UnreadableImageError` instead of a bare PIL traceback."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, ValueError, SyntaxError) as err:   # UnidentifiedImageError is an OSError
+        raise UnreadableImageError(
+            f"{path} is not a readable image ({type(err).__name__}: "
+            f"{' '.join(str(err).split())}); delete or replace the file, or set "
+            "data.skip_unreadable=true to leave unreadable files out") from None
+
+
+def readable_samples(dataset) -> list[Path]:
+    """``data.skip_unreadable``: drop the files :func:`read_image` cannot read from an
+    ImageFolder (each file is read once, in full); returns the dropped paths."""
+    kept, dropped = [], []
+    for path, label in dataset.samples:
+        try:
+            read_image(path)
+            kept.append((path, label))
+        except UnreadableImageError:
+            dropped.append(Path(path))
+    dataset.samples = dataset.imgs = kept
+    dataset.targets = [label for _, label in kept]
+    return dropped
+
+
+def load_imagefolder(path: str | Path, train: bool, skip_unreadable: bool = False):
+    """One split of an ImageFolder tree: ``train/``, or ``test/`` (or ``val/``). Files PIL cannot
+    read stop the run at the first one, named (:func:`read_image`), or with ``skip_unreadable``
+    are left out here, with their count printed."""
     from torchvision.datasets import ImageFolder
     base = Path(path)
     split = base / "train" if train else next(
@@ -241,7 +286,20 @@ def load_imagefolder(path: str | Path, train: bool):
         raise DataNotFoundError(
             f"{split} is not a folder: data.path must hold train/ and test/ (or val/) folders "
             "with one sub-folder of images per class")
-    return ImageFolder(str(split))
+    try:
+        dataset = ImageFolder(str(split), loader=read_image)
+    except FileNotFoundError as err:               # no class folders, or no image files
+        raise DataNotFoundError(
+            f"{split} holds no images in ImageFolder's layout ({' '.join(str(err).split())}); "
+            "put each class's images in a sub-folder of it (e.g. train/cat/1.png)") from None
+    if skip_unreadable:
+        dropped = readable_samples(dataset)
+        if dropped:
+            print(f"data.skip_unreadable: left out {len(dropped)} unreadable image file(s) of "
+                  f"{len(dropped) + len(dataset.samples)} in {split} (first: {dropped[0]})")
+        if not dataset.samples:
+            raise DataNotFoundError(f"{split}: no readable images left; check the files")
+    return dataset
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,12 +356,17 @@ class DataBundle:
     std: tuple
 
 
-def stratified_subset(dataset, n: int, seed: int):
-    """A class-stratified random subset of ``n`` items (all of them if n <= 0 or too large)."""
+def stratified_subset(dataset, n: int, seed: int, key: str = "data.subset"):
+    """A class-stratified random subset of ``n`` items (all of them if n <= 0 or too large);
+    ``n`` below the number of classes is a ConfigError naming ``key``."""
     if n <= 0 or n >= len(dataset):
         return dataset
     from sklearn.model_selection import train_test_split
     targets = np.asarray(dataset.targets)
+    n_classes = len(np.unique(targets))
+    if n < n_classes:
+        raise ConfigError(f"{key}={n} cannot hold one image of each of the {n_classes} classes; "
+                          f"set it to at least {n_classes} (or 0 for the whole set)")
     idx, _ = train_test_split(np.arange(len(targets)), train_size=n, stratify=targets,
                               random_state=seed)
     subset = Subset(dataset, np.sort(idx).tolist())
@@ -360,7 +423,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
         lambda config, train, download: load_digits(train, config.data.subset_seed), 8, None),
     "imagefolder": DatasetSpec(
-        lambda config, train, download: load_imagefolder(config.data.path, train), 0, None,
+        lambda config, train, download: load_imagefolder(config.data.path, train,
+                                                         config.data.skip_unreadable), 0, None,
         in_memory=False),
 }
 
@@ -389,7 +453,8 @@ def build_data(config: PretrainConfig, download: bool = True) -> DataBundle:
         raise ConfigError(f"data.mean/std need {in_channels} entries for {name}; got {mean}, {std}")
 
     train = stratified_subset(train, config.data.subset, config.data.subset_seed)
-    test = stratified_subset(test, config.data.test_subset, config.data.subset_seed)
+    test = stratified_subset(test, config.data.test_subset, config.data.subset_seed,
+                             "data.test_subset")
     plain = plain_transform(size, native, mean, std)
     views = MultiView(contrastive_transform(config, size, mean, std), config.n_views)
     return DataBundle(

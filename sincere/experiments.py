@@ -9,7 +9,8 @@ Two experiments run through the same chain, differing in their arms and their an
   -> accuracy table, losses on the same batches, Assumption 1.
 
 A stage that already finished with the same config is reused (``runs.run_status``; a pretraining
-run that stopped part-way is resumed); ``force`` redoes it. A run directory that holds another
+run that stopped part-way, killed or pre-empted by a signal, is continued with ``resume=auto``
+from the step its last checkpoint holds); ``force`` redoes it. A run directory that holds another
 run stops the chain with ``RunDirectoryError`` unless ``force``. Runs are named by
 ``runs.run_name`` (``runs/<dataset>-<loss>[-<setting>]``). What each stage cost is kept in
 ``<out>/timings.json`` across reuse: a reused stage keeps the seconds it took when it ran, or
@@ -259,8 +260,8 @@ def pretrain_stage(job: Job, options: ChainOptions) -> tuple[Path, bool]:
     if status == "done":
         print(f"{directory}: finished earlier with this config, reused")
         return directory, False
-    if status == "partial":
-        config = job_config(job, options, ("resume=true",))
+    # resume=auto: a partial run (stopped, pre-empted mid-epoch, killed) continues exactly
+    config = job_config(job, options, ("resume=auto",))
     pretrain(config, progress=not options.quiet and options.jobs == 1)
     return directory, True
 

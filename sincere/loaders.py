@@ -20,6 +20,7 @@ from sincere.augment import DeviceTwoViewLoader, build_augment
 from sincere.config import ConfigError, PretrainConfig
 from sincere.data import DataBundle, dataset_tensors
 from sincere.distributed import DistEnv
+from sincere.preemption import ignore_stop_signals
 from sincere.runs import epoch_seed
 
 
@@ -62,6 +63,7 @@ def pil_loader(data: DataBundle, config: PretrainConfig, epoch: int, env: DistEn
     """``data.pipeline=pil``: a DataLoader over the two-view dataset."""
     g = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, env.rank))
     common = dict(num_workers=config.data.num_workers, generator=g,
+                  worker_init_fn=ignore_stop_signals,     # the main process stops them
                   drop_last=config.data.drop_last,
                   pin_memory=env.device.type == "cuda", persistent_workers=False)
     if not env.distributed:

@@ -94,6 +94,15 @@ class GradientMonitor:
                 self.summaries[key] = (self.summaries[key] + summary if key in self.summaries
                                        else summary)
 
+    def state_dict(self) -> dict:
+        """What the monitor has summed so far this epoch (a checkpoint taken inside an epoch)."""
+        return {"left": self.left, "summaries": dict(self.summaries),
+                "full_views": self.full_views}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.left, self.full_views = state["left"], state["full_views"]
+        self.summaries = dict(state["summaries"])
+
     def record(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for (loss, views), summary in sorted(self.summaries.items()):

@@ -2,14 +2,15 @@
 
     pretrain(config)
       set_up(config, env)            data, model, loss, optimizer, schedule; the run-dir guard
-      resume(run)                    continue from checkpoints/last.pt (resume=true)
+      resume(run)                    continue from checkpoints/last.pt (resume=true / auto)
       open_logs(run)                 config.yaml, TensorBoard, metrics.jsonl
-      for each epoch:
+      train(run):  for each epoch:
         train_epoch(run, epoch)      the steps (train_step), sums kept on the device
         epoch_record(run, ...)       the epoch's metrics line, with the monitors' values
         log_epoch(run, record)       metrics.jsonl, TensorBoard, the printed summary
         save_run(run, ...)           checkpoints/last.pt (+ kept epoch_XXXX.pt)
       close_logs(run)                TensorBoard's Projector and hparams
+      (a stop signal: save_position(run, ...), then Preempted -> exit status 75)
 
 One epoch draws each training image once as ``n_views`` augmented views (:mod:`sincere.loaders`),
 embeds them, and takes an SGD step on the configured loss. Whatever loss is trained, the
@@ -23,6 +24,16 @@ augmented views, hparams, the Projector — in :mod:`sincere.tensorboard`), and
 
 Randomness is re-seeded from (seed, epoch) at the start of every epoch, and the RNG states are
 checkpointed, so a run resumed from ``last.pt`` replays exactly what an uninterrupted run does.
+
+SIGTERM, SIGINT and SIGUSR1 stop a run after the step in progress (:mod:`sincere.preemption`:
+every rank stops after the same step). ``last.pt`` then records the position inside the epoch:
+the steps taken, the epoch's loss sums (read from the device once, as fp64, so they continue
+bit for bit), the gradient monitor, and every rank's RNG states. Resuming finishes that epoch:
+the epoch's loader is rebuilt from the same seed and its first steps' batches are drawn again
+and discarded (:func:`skip_to`; this replays the augmentation draws of either pipeline, the PIL
+workers' and the on-device generator's, at the cost of producing those batches once more, with
+no training), then the saved RNG states are restored, so the rest of the epoch sees the batches
+and random draws of an uninterrupted run.
 The step loop reads nothing back from the device: the logged values are summed on the device and
 read once at the end of the epoch (the progress bar reads the loss at most once a second).
 
@@ -53,15 +64,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sincere import distributed, tensorboard
+from sincere import distributed, preemption, tensorboard
 from sincere.checkpoint import (
+    CheckpointError,
     load_checkpoint,
+    prune_periodic,
+    rank_rng_state,
+    remove_temporaries,
     restore_training_state,
     rng_state,
     save_atomic,
     save_checkpoint,
+    set_rng_state,
 )
-from sincere.config import PretrainConfig, dump_config, to_dict
+from sincere.config import ConfigError, PretrainConfig, dump_config, from_dict, to_dict
 from sincere.data import DataBundle, build_data
 from sincere.distributed import DistEnv, DistributedError
 from sincere.loaders import batch_source, device_pipeline, per_rank_batch, steps_per_epoch
@@ -74,6 +90,7 @@ from sincere.precision import resolve as resolve_precision
 from sincere.runs import (
     RunDirectoryError,
     checkpoint_path,
+    config_differences,
     epoch_seed,
     identity,
     read_metrics,
@@ -100,6 +117,8 @@ class Run:
     steps_per_epoch: int
     fast: FastPath                     # bf16 autocast / channels_last as resolved for the device
     pipeline: Optional[dict] = None
+    stop: Optional[preemption.StopAgreement] = None   # stop signals, agreed across ranks
+    position: Optional[dict] = None    # where a resumed run's first epoch stopped (save_position)
     start_epoch: int = 0
     global_step: int = 0
     writer: object = None
@@ -124,12 +143,14 @@ class Run:
 @dataclass
 class EpochSums:
     """What :func:`train_epoch` returns: the logged values summed over the epoch's steps (read
-    from the device once), the counts, and whether ``max_steps`` ended it."""
+    from the device once), the counts, whether ``max_steps`` ended it (``stopped``) and whether a
+    stop signal interrupted it before its last step (``interrupted``)."""
     sums: dict[str, float]
     batches: int
     images: int
     seconds: float
     stopped: bool
+    interrupted: bool = False
     steps: Optional[tensorboard.StepScalars] = None   # per-step values for TensorBoard (rank 0)
 
 
@@ -140,28 +161,54 @@ def pretrain(config: PretrainConfig, progress: bool = True,
     Launched by torchrun, this process joins the process group for the run and leaves it at the
     end (a group the caller initialised is used and left alone). ``on_step(epoch, global_step)``
     is called after every optimizer step (tests use it to stop a run mid-epoch, as a kill would).
+    SIGTERM, SIGINT and SIGUSR1 stop the run after the step in progress with its position saved,
+    and raise :class:`sincere.preemption.Preempted` (exit status 75 from the scripts).
     """
     d = config.distributed
-    with distributed.process_group(d.backend, config.device, d.timeout_min) as env:
+    with preemption.stop_on_signals() as flag, \
+            distributed.process_group(d.backend, config.device, d.timeout_min) as env:
         progress = progress and env.is_main
         run = set_up(config, env)
+        run.stop = preemption.StopAgreement(flag, env, d.stop_check_every)
         resume(run, progress)
         open_logs(run, progress)
-        for epoch in range(run.start_epoch, config.epochs):
-            gradients = GradientMonitor(config, epoch)
-            result = train_epoch(run, epoch, gradients, progress, on_step)
-            record = epoch_record(run, epoch, result, gradients)
-            save = record["complete"] or result.stopped   # max_steps ends a run: keep its weights
-            rngs = distributed.all_gather_objects(rng_state()) if save else None
-            if env.is_main:
-                log_epoch(run, record, progress, result.steps)
-                if save:
-                    save_run(run, epoch, result.stopped, rngs)
-            env.barrier()                                 # the others wait for rank 0's writes
-            if result.stopped:
-                break
-        close_logs(run)
+        try:
+            train(run, progress, on_step)
+            close_logs(run)
+        finally:
+            if run.writer is not None:
+                run.writer.close()
         return run.directory
+
+
+def train(run: Run, progress: bool,
+          on_step: Optional[Callable[[int, int], None]] = None) -> None:
+    """The epochs from ``run.start_epoch`` on: train, record, log and save each. A stop signal
+    inside an epoch saves the position (:func:`save_position`), one between epochs is taken after
+    the epoch's save; either way :class:`~sincere.preemption.Preempted` is raised then."""
+    config, env = run.config, run.env
+    for epoch in range(run.start_epoch, config.epochs):
+        gradients = GradientMonitor(config, epoch)
+        result = train_epoch(run, epoch, gradients, progress, on_step)
+        if result.interrupted:
+            save_position(run, epoch, result, gradients)
+            raise _preempted(run, epoch)
+        record = epoch_record(run, epoch, result, gradients)
+        save = record["complete"] or result.stopped       # max_steps ends a run: keep its weights
+        rngs = distributed.all_gather_objects(rng_state()) if save else None
+        if env.is_main:
+            log_epoch(run, record, progress, result.steps)
+            if save:
+                save_run(run, epoch, result.stopped, rngs)
+        env.barrier()                                     # the others wait for rank 0's writes
+        if result.stopped:
+            break
+        if epoch + 1 < config.epochs and run.stop is not None and run.stop.agreed():
+            raise _preempted(run, epoch + 1)
+
+
+def _preempted(run: Run, epoch: int) -> preemption.Preempted:
+    return preemption.Preempted(run.directory, run.stop.signal_name, epoch, run.global_step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,10 +231,10 @@ def set_up(config: PretrainConfig, env: DistEnv) -> Run:
     per_rank_batch(config, env)
     directory = run_dir(config)
     last = checkpoint_path(directory)
-    if last.exists() and not config.resume:
+    if last.exists() and config.resume is False:
         raise RunDirectoryError(
-            f"{directory} already holds a run ({last}); pass resume=true to continue it, or "
-            "name=<new name> / run_dir=<folder> for a fresh one")
+            f"{directory} already holds a run ({last}); pass resume=auto (or resume=true) to "
+            "continue it, or name=<new name> / run_dir=<folder> for a fresh one")
 
     seed_everything(config.seed)                  # the same model initialisation on every rank
     if not env.is_main:
@@ -220,23 +267,54 @@ def set_up(config: PretrainConfig, env: DistEnv) -> Run:
 
 
 def resume(run: Run, progress: bool) -> None:
-    """With ``resume=true``, continue from ``checkpoints/last.pt`` when it exists: weights,
-    optimizer, schedule, this rank's RNG state, epoch and step. Then wrap the model for
-    training (DDP across ranks, ``torch.compile``)."""
+    """With ``resume=true`` or ``resume=auto``, continue from ``checkpoints/last.pt`` when it
+    exists: weights, optimizer, schedule, this rank's RNG state, epoch and step, and the position
+    inside the epoch when a stop signal saved one. ``auto`` first checks that the checkpoint was
+    written by this very config (:func:`check_same_config`) and leaves a finished run as it is.
+    Then wrap the model for training (DDP across ranks, ``torch.compile``)."""
     config, env = run.config, run.env
-    if config.resume and run.last.exists():
+    if config.resume is not False and run.last.exists():
         state = load_checkpoint(run.last, expect=identity(config, run.data.in_channels))
+        if config.resume == "auto":
+            check_same_config(state, config, run.last)
         run.start_epoch, run.global_step = restore_training_state(
             state, run.last, run.model, run.optimizer, run.scheduler, env.rank, env.world_size)
+        if state.get("position") is not None:
+            run.position = {**state["position"],
+                            "rng": rank_rng_state(state, env.rank, env.world_size)}
+        finished = config.resume == "auto" and (
+            run.start_epoch >= config.epochs or (config.max_steps and state.get(
+                "stopped_at_max_steps") and run.global_step >= config.max_steps))
+        if finished:
+            run.start_epoch = config.epochs
         if progress:
-            print(f"resuming {run.directory} after epoch {run.start_epoch} "
-                  f"(step {run.global_step})")
-    elif config.resume and progress:
+            where = (f"inside epoch {run.start_epoch + 1} (step {run.global_step})"
+                     if run.position else f"after epoch {run.start_epoch} "
+                                          f"(step {run.global_step})")
+            print(f"{run.directory} finished earlier with this config: nothing to do"
+                  if finished else f"resuming {run.directory} {where}")
+    elif config.resume is True and progress:
         print(f"resume=true but {run.last} does not exist yet: starting {run.directory} from "
               "scratch")
     run.train_model = distributed.wrap_ddp(run.model, env)
     if config.compile:
         run.train_model = torch.compile(run.train_model)
+
+
+def check_same_config(state: dict, config: PretrainConfig, path: Path) -> None:
+    """``resume=auto``: the checkpoint must come from this config (all keys but where the run is
+    and how it starts); otherwise a RunDirectoryError naming the differences and the fixes."""
+    try:
+        saved = from_dict(state.get("config", {}))
+    except ConfigError as err:
+        raise CheckpointError(f"{path} holds a config this version cannot read ({err}); "
+                              "resume=true continues it anyway") from None
+    differences = config_differences(saved, config)
+    if differences:
+        raise RunDirectoryError(
+            f"{path.parent.parent} holds a run of another config ({'; '.join(differences)}): "
+            "rerun with its config, pass resume=true to continue it with the new settings, or "
+            "name=<new name> / run_dir=<folder> for a fresh run")
 
 
 def open_logs(run: Run, progress: bool) -> None:
@@ -260,6 +338,7 @@ def open_logs(run: Run, progress: bool) -> None:
               f"on {env.device} ({run.fast.description}){ranks_note}")
         if run.fast.note:
             print(f"note: {run.fast.note}")
+    remove_temporaries(run.last.parent)           # left by a save that was killed
     run.writer = tensorboard.writer_for(run.directory / "tb",
                                         purge_step=run.global_step if run.global_step else None)
     if run.global_step == 0:
@@ -335,7 +414,9 @@ def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool
     """The optimizer steps of one epoch. Logged values are summed on the device in fp64,
     weighted by each step's number of images (a last partial batch counts for its size, as in
     the authors' code), and read once at the end. A non-finite loss is looked for at most once a
-    second and at the end, and reported with the step it first appeared in."""
+    second and at the end, and reported with the step it first appeared in. A resumed epoch
+    starts where its checkpoint stopped (:func:`skip_to`); a stop signal ends the epoch early
+    (:func:`stop_agreed`)."""
     config, env = run.config, run.env
     seed_everything(epoch_seed(config.seed, epoch, env.rank))
     names = ["loss", *run.monitors]
@@ -344,11 +425,15 @@ def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool
     per_rank = env.distributed and not run.global_loss
     step_log = tensorboard.StepScalars(names, run.steps_per_epoch, env.device,
                                        enabled=env.is_main and config.tensorboard.step_scalars)
-    batches, images, stopped = 0, 0, False
+    batches, images, stopped, interrupted = 0, 0, False, False
     shown = time.perf_counter()
     t0 = time.perf_counter()
-    bar = tqdm(batch_source(run.data, config, epoch, env, run.channels_last, run.pipeline),
-               total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+    source = batch_source(run.data, config, epoch, env, run.channels_last, run.pipeline)
+    if run.position is not None:
+        batches, images, elapsed = skip_to(run, source, sums, names, gradients)
+        t0 -= elapsed
+    bar = tqdm(source, total=run.steps_per_epoch, initial=batches,
+               desc=f"epoch {epoch + 1}/{config.epochs}",
                disable=not progress, leave=False, dynamic_ncols=True)
     autocast = run.autocast()
     run.train_model.train()
@@ -379,13 +464,42 @@ def train_epoch(run: Run, epoch: int, gradients: GradientMonitor, progress: bool
         if config.max_steps and run.global_step >= config.max_steps:
             stopped = True
             break
+        if stop_agreed(run, batches):
+            interrupted = True
+            break
     bar.close()
     if env.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     _raise_if_non_finite(run, epoch, first_bad)
     return EpochSums(dict(zip(names, sums.tolist())), batches, images, seconds, stopped,
-                     step_log)
+                     interrupted, step_log)
+
+
+def skip_to(run: Run, source, sums: torch.Tensor, names: list[str],
+            gradients: GradientMonitor) -> tuple[int, int, float]:
+    """Continue the epoch a stop signal interrupted (``run.position``, then cleared): draw and
+    discard the batches of its first steps from ``source`` (the epoch's freshly seeded loader, so
+    the augmentation draws of those steps are replayed), then restore the saved RNG states, the
+    epoch's sums (into ``sums``) and the gradient monitor. Returns (steps, images, seconds) of
+    the epoch so far."""
+    position, run.position = run.position, None
+    for _ in range(position["epoch_step"]):
+        next(source)
+    set_rng_state(position["rng"])
+    saved = position["sums"]
+    sums.copy_(torch.tensor([saved.get(name, 0.0) for name in names], dtype=torch.float64))
+    gradients.load_state_dict(position["gradients"])
+    return position["epoch_step"], position["images"], position["seconds"]
+
+
+def stop_agreed(run: Run, batches: int) -> bool:
+    """After a step: whether every rank stops here for a stop signal. Not after an epoch's last
+    step (that epoch is then saved as usual and :func:`train` stops after it); in multi-process
+    runs only on the ``distributed.stop_check_every`` steps, where the ranks exchange flags."""
+    stop = run.stop
+    return (stop is not None and batches < run.steps_per_epoch and stop.due(run.global_step)
+            and stop.agreed())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,20 +558,20 @@ def log_epoch(run: Run, record: dict, progress: bool,
 
 def save_run(run: Run, epoch: int, stopped: bool, rngs: list) -> None:
     """``checkpoints/last.pt``, and a kept ``epoch_XXXX.pt`` every ``checkpoint_every`` epochs
-    and at the last epoch; ``rngs`` are every rank's RNG states."""
+    and at the last epoch, of which the newest ``keep_checkpoints`` stay (0: all); ``rngs`` are
+    every rank's RNG states."""
     config = run.config
-    state = save_checkpoint(
-        run.last, identity=identity(config, run.data.in_channels), config=to_dict(config),
-        epoch=epoch + 1, step=run.global_step, model=run.model, optimizer=run.optimizer,
-        scheduler=run.scheduler, rng_ranks=rngs, stopped_at_max_steps=stopped)
+    state = write_last(run, epoch + 1, rngs, stopped=stopped)
     if config.checkpoint_every and ((epoch + 1) % config.checkpoint_every == 0
                                     or epoch + 1 == config.epochs):
         save_atomic(state, run.directory / "checkpoints" / f"epoch_{epoch + 1:04d}.pt")
+        prune_periodic(run.directory / "checkpoints", config.keep_checkpoints)
 
 
 def close_logs(run: Run) -> None:
     """Rank 0, at the end: the test images' encoder features in TensorBoard's Projector, the
-    config and final metrics (the last metrics.jsonl line) as hparams; then the writer closes."""
+    config and final metrics (the last metrics.jsonl line) as hparams (the caller closes the
+    writer)."""
     if run.writer is None:
         return
     config, t = run.config, run.config.tensorboard
@@ -468,4 +582,27 @@ def close_logs(run: Run) -> None:
     if records:
         tensorboard.write_hparams(run.writer, to_dict(config),
                                   tensorboard.final_metrics(records[-1]), run.global_step)
-    run.writer.close()
+
+
+def save_position(run: Run, epoch: int, result: EpochSums, gradients: GradientMonitor) -> None:
+    """A stop signal inside epoch ``epoch`` (all ranks call this): ``last.pt`` with the weights
+    after the step just taken and the position inside the epoch (the steps taken, the epoch's
+    fp64 sums and image count, its seconds, the gradient monitor), with every rank's RNG states.
+    Nothing is logged: the epoch's metrics line is written when a resumed run finishes it."""
+    rngs = distributed.all_gather_objects(rng_state())
+    if run.env.is_main:
+        write_last(run, epoch, rngs, position={
+            "epoch_step": result.batches, "sums": result.sums, "images": result.images,
+            "seconds": result.seconds, "gradients": gradients.state_dict()})
+    run.env.barrier()
+
+
+def write_last(run: Run, epochs_done: int, rngs: list, stopped: bool = False,
+               position: Optional[dict] = None) -> dict:
+    """Rank 0: ``checkpoints/last.pt`` of the run as it is now; returns the state written."""
+    config = run.config
+    return save_checkpoint(
+        run.last, identity=identity(config, run.data.in_channels), config=to_dict(config),
+        epoch=epochs_done, step=run.global_step, model=run.model, optimizer=run.optimizer,
+        scheduler=run.scheduler, rng_ranks=rngs, stopped_at_max_steps=stopped,
+        position=position)

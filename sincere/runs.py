@@ -75,19 +75,40 @@ def identity(config: PretrainConfig, in_channels: int) -> dict:
 
 def same_run(a: PretrainConfig, b: PretrainConfig) -> bool:
     """Whether two configs compute the same run (everything but ``NON_IDENTITY_KEYS``)."""
-    def key(config):
-        return {k: v for k, v in to_dict(config).items() if k not in NON_IDENTITY_KEYS}
-    return key(a) == key(b)
+    return not config_differences(a, b)
+
+
+def config_differences(a: PretrainConfig, b: PretrainConfig) -> list[str]:
+    """The dotted keys (outside ``NON_IDENTITY_KEYS``) where two configs differ, as
+    ``key: a -> b``, in the order of the config classes."""
+    def flat(values: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in values.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            elif prefix or k not in NON_IDENTITY_KEYS:
+                out[prefix + k] = v
+        return out
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in fa if fa.get(k) != fb.get(k)]
 
 
 def run_status(directory: str | Path, config: PretrainConfig) -> str:
-    """'done', 'partial' (resume it), 'fresh' (nothing there) or 'different' (the folder holds
-    another run, or a checkpoint that cannot be read). The saved config is rebuilt through the
+    """'done', 'partial' (resume it), 'fresh' (nothing there, or only the logs of the same run
+    stopped before its first checkpoint) or 'different' (the folder holds another run, or a
+    checkpoint that cannot be read). The saved config is rebuilt through the
     config classes, so keys added since the run was made take their defaults (which keep the old
     behaviour) instead of making every older run 'different'."""
     last = checkpoint_path(directory)
     if not last.is_file():
-        return "fresh" if not Path(directory).exists() else "different"
+        if not Path(directory).exists():
+            return "fresh"
+        saved = Path(directory) / "config.yaml"     # killed before its first checkpoint
+        try:
+            return "fresh" if saved.is_file() and same_run(load_config(saved), config) \
+                else "different"
+        except ConfigError:
+            return "different"
     try:
         state = load_checkpoint(last)
         saved = from_dict(state.get("config", {}))

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -342,6 +344,112 @@ def test_two_process_resume_matches_uninterrupted_run(e2e_runs):
     assert a["step"] == b["step"] == 8
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def _rank_env(rank: int, port: int) -> dict:
+    """The environment torchrun gives rank ``rank`` of WORLD (static rendezvous on 127.0.0.1)."""
+    return {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "RANK": str(rank), "WORLD_SIZE": str(WORLD), "LOCAL_RANK": str(rank),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
+                                          if p)}
+
+
+def _ranks(args: list[str], port: int, driver: tuple[str, ...] = ()) -> list[subprocess.Popen]:
+    """Both ranks of ``scripts/pretrain.py ARGS`` as subprocesses (through tests/cli_driver.py
+    with ``driver`` options, which may hold ``{rank}``)."""
+    return [subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "cli_driver.py"),
+         *(a.format(rank=rank) for a in driver), "scripts/pretrain.py", *args, "--quiet"],
+        cwd=ROOT, env=_rank_env(rank, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for rank in range(WORLD)]
+
+
+def _finish(procs: list[subprocess.Popen], timeout: float = 600.0) -> list[tuple[int, str]]:
+    """Wait for every process (kill what is left past ``timeout``): [(status, stderr)]."""
+    try:
+        return [(p.returncode, err) for p in procs
+                for err in [p.communicate(timeout=timeout)[1]]]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def test_two_process_signal_to_one_rank_stops_both_at_the_same_step(e2e_runs, tmp_path):
+    """SIGINT reaches rank 1 only: both ranks agree, stop after the same step of epoch 1, rank 0
+    writes the position, both exit 75; two processes resumed with resume=auto end where an
+    uninterrupted two-process run ends (same per-epoch losses, same weights)."""
+    config = tmp_path / "empty.yaml"
+    config.write_text("")
+    args = [str(config), *E2E, f"run_dir={tmp_path / 'run'}"]
+    procs = _ranks(args, _free_port(), ("--slow-steps", "0.3", "--marker",
+                                        str(tmp_path / "marker{rank}")))
+    marker = tmp_path / "marker1"
+    deadline = time.monotonic() + 600
+    try:
+        while not (marker.exists() and int(marker.read_text().split()[1]) >= 1):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+                [p.communicate() for p in procs if p.poll() is not None]
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGINT)
+    finally:
+        ended = _finish(procs)
+    assert [code for code, _ in ended] == [75, 75], ended
+    assert "stopped by SIGINT at step" in ended[0][1] or "another rank" in ended[0][1]
+    assert all("Traceback" not in err for _, err in ended)
+    steps = [int((tmp_path / f"marker{r}").read_text().split()[1]) for r in range(WORLD)]
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert steps[0] == steps[1] == state["step"] and 1 <= state["step"] < 4    # inside epoch 1
+    assert state["position"]["epoch_step"] == state["step"] and len(state["rng_ranks"]) == WORLD
+
+    ended = _finish(_ranks(args + ["resume=auto"], _free_port()))
+    assert [code for code, _ in ended] == [0, 0], ended
+    reference = e2e_runs / "resumed"                  # = the uninterrupted run (test above)
+    assert [m["loss"] for m in _metrics(tmp_path / "run")] == \
+        [m["loss"] for m in _metrics(reference)]
+    a = load_checkpoint(reference / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 8
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_two_nodes_through_the_makefiles_torchrun_give_the_single_process_step(tmp_path):
+    """``make pretrain NNODES=2 NODE_RANK=r MASTER_ADDR=... GPUS=1``'s torchrun command (c10d
+    rendezvous), run as two "nodes" of one gloo process each on this machine: the step's loss,
+    parameter gradients and updated weights are the single-process ones on the whole batch."""
+    from tests.multinode_worker import problem, step
+    port = _free_port()
+    commands = []
+    for node in range(2):
+        dry = subprocess.run(
+            ["make", "-n", "-o", ".venv/.installed", "pretrain", "DATASET=digits", "GPUS=1",
+             "NNODES=2", f"NODE_RANK={node}", "MASTER_ADDR=127.0.0.1", f"MASTER_PORT={port}",
+             f"RDZV_ID=test-{port}"], cwd=ROOT, capture_output=True, text=True).stdout
+        line = next(x for x in dry.splitlines() if "torchrun" in x)
+        flags = line.split("torchrun", 1)[1].split("scripts/pretrain.py")[0].split()
+        assert f"--rdzv-conf=is_host={1 - node}" in flags and "--rdzv-backend=c10d" in flags
+        flags = [f + ",join_timeout=120" if f.startswith("--rdzv-conf") else f for f in flags]
+        commands.append([sys.executable, "-m", "torch.distributed.run", *flags,
+                         str(ROOT / "tests" / "multinode_worker.py"), str(tmp_path)])
+    env = {k: v for k, v in _rank_env(0, port).items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    nodes = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for c in commands]
+    ended = _finish(nodes)
+    assert [p.returncode for p in nodes] == [0, 0], [p.communicate() for p in nodes] or ended
+    model, images, labels = problem()
+    loss, grads = step(model, images, labels, global_loss=False)
+    for rank in range(WORLD):
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert r["world"] == WORLD
+        torch.testing.assert_close(r["loss"], loss, rtol=0, atol=1e-12)
+        for name, grad in grads.items():
+            torch.testing.assert_close(r["grads"][name], grad, rtol=1e-9, atol=1e-12, msg=name)
+        for name, weight in model.state_dict().items():
+            torch.testing.assert_close(r["weights"][name], weight, rtol=1e-9, atol=1e-12,
+                                       msg=name)
+    assert max(g.abs().max().item() for g in grads.values()) > 1e-3
 
 
 def test_single_process_continues_a_two_process_checkpoint(e2e_runs):
