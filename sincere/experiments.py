@@ -266,6 +266,15 @@ def pretrain_stage(job: Job, options: ChainOptions) -> tuple[Path, bool]:
     return directory, True
 
 
+def _fork_within() -> None:
+    """In a spawned worker: start its own children (DataLoader workers) by fork again, the
+    platform's default, instead of inheriting spawn, which re-imports torch and the main script
+    in every loader worker of every monitor."""
+    import multiprocessing
+    if "fork" in multiprocessing.get_all_start_methods():
+        multiprocessing.set_start_method("fork", force=True)
+
+
 def _timed_pretrain_stage(job: Job, options: ChainOptions) -> tuple[Path, bool, float]:
     t0 = time.perf_counter()
     directory, ran = pretrain_stage(job, options)
@@ -288,8 +297,8 @@ def pretrain_all(jobs: list[Job], options: ChainOptions) -> dict[Job, tuple[Path
     stage(f"pretrain {len(jobs)} runs, {options.jobs} at a time ({options.setting}, "
           f"{options.dataset})")
     done = {}
-    with ProcessPoolExecutor(options.jobs,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(options.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_fork_within) as pool:
         futures = {job: pool.submit(_timed_pretrain_stage, job, options) for job in jobs}
         try:
             for job, future in futures.items():
@@ -346,10 +355,17 @@ def read_timings(path: Path) -> Timings:
             for k, v in recorded.items()}
 
 
+PRETRAIN_WALL = "pretraining (wall clock)"    # with runs in parallel: what the runs took together
+
+
 def with_total(timings: Timings) -> Timings:
-    """``timings`` with ``total``: the sum of the timed stages (untimed ones are left out)."""
+    """``timings`` with ``total``: the sum of the timed stages (untimed ones are left out); when
+    the runs were trained several at a time, their wall clock ``PRETRAIN_WALL`` stands for the
+    per-run times, which overlap."""
     stages = {k: v for k, v in timings.items() if k != "total"}
-    return {**stages, "total": sum(v for v in stages.values() if v is not None)}
+    parallel = stages.get(PRETRAIN_WALL) is not None
+    return {**stages, "total": sum(v for k, v in stages.items() if v is not None and not (
+        parallel and k.startswith("pretrain ")))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +392,13 @@ def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
         jobs += [Job(arm, seeds[0], "half") for arm in experiment.arms]
     by_seed: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
     half: dict[str, Path] = {}
-    for job, (directory, ran, seconds) in pretrain_all(jobs, options).items():
+    t0 = time.perf_counter()
+    done = pretrain_all(jobs, options)
+    if options.jobs > 1:
+        ran_any = any(ran for _, ran, _ in done.values())
+        timings[PRETRAIN_WALL] = (time.perf_counter() - t0 if ran_any
+                                  else recorded.get(PRETRAIN_WALL))
+    for job, (directory, ran, seconds) in done.items():
         key = f"pretrain {job.key(seeds)}"
         timings[key] = seconds if ran else recorded.get(key)
         (half if job.variant else by_seed[job.seed])[job.arm.label] = directory
