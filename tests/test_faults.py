@@ -48,7 +48,8 @@ def image_folder(root: Path, bad: str = "train/dog/3.png") -> Path:
 
 
 def folder_args(root: Path) -> list[str]:
-    return ["dataset=imagefolder", f"data.path={root}", "data.image_size=8", "batch_size=4",
+    return ["dataset=imagefolder", f"data.path={root}", "data.pipeline=pil", "data.image_size=8",
+            "batch_size=4",
             "model.arch=resnet18", "model.width=4", "model.proj_dim=8", "epochs=1",
             "knn_every=0", "monitor.heldout_every=0", "monitor.gradients_every=0",
             "data.num_workers=0", "threads=1", "device=cpu", "data.test_subset=0",

@@ -93,7 +93,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 CASES = {
     # signal, overrides, whether it goes to the whole process group (as Ctrl-C or a scheduler
     # does: the DataLoader worker gets it too and must not die), the step after which it is sent
-    "SIGTERM-pil-worker": (signal.SIGTERM, ["data.num_workers=1"], True, 2),
+    "SIGTERM-pil-worker": (signal.SIGTERM, ["data.pipeline=pil", "data.num_workers=1"], True, 2),
     "SIGUSR1-device": (signal.SIGUSR1, ["data.pipeline=device"], False, 2),
 }
 # (A kill without warning mid-step: test_pretrain.py::test_interrupted_and_resumed_run_matches_
