@@ -317,7 +317,7 @@ def test_two_process_pretrain_writes_once_from_rank_0(e2e_runs):
         assert m["loss"] == pytest.approx(m["loss_sincere"], rel=1e-6)
         assert m["loss_sincere"] <= m["loss_supcon"]
     assert "knn_top1" in lines[-1] and 0 <= lines[-1]["knn_top1"] <= 1
-    assert len(list((run / "tb").iterdir())) == 1                     # one writer: rank 0
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1   # one writer: rank 0
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "epoch_0001.pt", "epoch_0002.pt", "last.pt"]
     state = load_checkpoint(run / "checkpoints" / "last.pt")

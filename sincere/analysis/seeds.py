@@ -111,7 +111,8 @@ def loss_summary(runs_by_seed: dict[int, dict[str, Path]], floors: dict[int, flo
     for seed, runs in runs_by_seed.items():
         row = {"supcon_floor": floors[seed]}
         for name, run in runs.items():
-            epochs = complete_epochs(read_metrics(run))
+            # a dry run stopped by max_steps has no complete epoch: its partial one, as Table 1
+            epochs = complete_epochs(read_metrics(run)) or read_metrics(run)
             row[name] = {"initial": epochs[0][f"loss_{name}"], "final": epochs[-1][f"loss_{name}"],
                          "epochs": epochs[-1]["epoch"]}
         out[seed] = row
@@ -178,7 +179,8 @@ def convergence_summary(full: dict[str, Path], half: dict[str, Path]) -> dict:
     at most ``TOLERANCE`` of the full run's."""
     out = {}
     for name in full:
-        f, h = (complete_epochs(read_metrics(r))[-1] for r in (full[name], half[name]))
+        f, h = ((complete_epochs(read_metrics(r)) or read_metrics(r))[-1]
+                for r in (full[name], half[name]))
         rel = abs(h["loss"] - f["loss"]) / abs(f["loss"])
         out[name] = {"full_epochs": f["epoch"], "full_final": f["loss"],
                      "half_epochs": h["epoch"], "half_final": h["loss"],
