@@ -230,6 +230,19 @@ class Job:
         return key + (f" ({self.variant})" if self.variant else "")
 
 
+def chain_jobs(arms, seeds: tuple[int, ...], convergence: bool) -> list[Job]:
+    """The chain's pretraining runs in the order they are started: each arm's first-seed run
+    followed by its half-length run (the convergence check comes first, so a setting that fails
+    it shows within the first runs, not at the end), then the other seeds. With two runs at a
+    time the makespan is the same as in any other order (the half runs fill one slot's gap)."""
+    jobs = []
+    for arm in arms:
+        jobs.append(Job(arm, seeds[0]))
+        if convergence:
+            jobs.append(Job(arm, seeds[0], "half"))
+    return jobs + [Job(arm, seed) for seed in seeds[1:] for arm in arms]
+
+
 def job_config(job: Job, options: ChainOptions, extra: tuple[str, ...] = ()):
     """The run's config: the setting's file, then the arm's overrides, the seed, the user's
     overrides, and for ``half`` last of all half the epochs of the full run."""
@@ -387,9 +400,7 @@ def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
     timings: Timings = {}
     start = time.perf_counter()
     seeds = options.seeds
-    jobs = [Job(arm, seed) for seed in seeds for arm in experiment.arms]
-    if options.convergence:
-        jobs += [Job(arm, seeds[0], "half") for arm in experiment.arms]
+    jobs = chain_jobs(experiment.arms, seeds, options.convergence)
     by_seed: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
     half: dict[str, Path] = {}
     t0 = time.perf_counter()
