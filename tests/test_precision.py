@@ -87,3 +87,33 @@ def test_a_run_records_what_it_resolved_to(tmp_path):
                                          "channels_last=false", "amp=false"])
     record = read_metrics(pretrain(config, progress=False))[-1]
     assert record["bf16"] is False and record["channels_last"] is False
+
+
+def test_compare_precision_sets_bf16_differences_beside_the_seed_to_seed_yardstick():
+    """scripts/compare_precision.py: the same-seed bf16 - fp32 differences and the fp32
+    seed-against-seed differences, computed over the common epochs (kNN where both have one)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_precision.py"
+    spec = importlib.util.spec_from_file_location("compare_precision", path)
+    cp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cp)
+
+    def curve(losses, knns):
+        return [{"epoch": i + 1, "loss": l, "knn_top1": k}
+                for i, (l, k) in enumerate(zip(losses, knns))]
+    curves = {("false", 0): curve([2.0, 1.0], [0.50, 0.60]),
+              ("true", 0): curve([2.2, 1.0], [0.52, 0.60]),
+              ("false", 1): curve([2.0, 1.5], [None, 0.70]),
+              ("true", 1): curve([2.0, 0.9], [None, 0.64])}
+    result = cp.compare(curves, (0, 1))
+    same = result["bf16_vs_fp32"]
+    assert same["mean_abs_loss_rel"] == pytest.approx((0.1 + 0 + 0 + 0.4) / 4)
+    assert same["max_abs_loss_rel"] == pytest.approx(0.4)
+    assert same["mean_abs_knn"] == pytest.approx((0.02 + 0 + 0.06) / 3)
+    across = result["fp32_seed_vs_seed"]
+    assert across["mean_abs_loss_rel"] == pytest.approx((0 + 0.5) / 2)
+    assert across["max_abs_knn"] == pytest.approx(0.10)
+    assert result["final"]["bf16 seed 1"] == {"loss": 0.9, "knn_top1": 0.64}
+    assert cp.overrides(["epochs=8", "threads=2"]) == [
+        "data.subset=10000", "knn_every=1", "checkpoint_every=0", "epochs=8", "threads=2"]
