@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sincere.cli import run_command
 from sincere.config import ConfigError, load_config
 from sincere.experiments import parse_seeds
 from sincere.precision import cpu_bf16_flags
@@ -34,7 +35,7 @@ DEFAULT_ARGS = ["epochs=6", "data.subset=10000", "knn_every=1", "checkpoint_ever
 
 def train(config_file: Path, amp: str, seed: int, args: list[str], runs: Path) -> Path:
     config = load_config(config_file, [*DEFAULT_ARGS, *args, f"amp={amp}",
-                                       "channels_last=false", f"seed={seed}",
+                                       "channels_last=false", f"seed={seed}", "resume=auto",
                                        f"run_dir={runs}/amp-{amp}-seed{seed}"])
     t0 = time.perf_counter()
     directory = pretrain(config, progress=False)
@@ -58,14 +59,18 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out, runs = Path(args.out), Path(args.runs)
-    out.mkdir(parents=True, exist_ok=True)
-    curves = {}
-    for seed in seeds:
-        for amp in ("false", "true"):
-            directory = train(Path(args.config), amp, seed, args.args, runs)
-            curves[(amp, seed)] = read_metrics(directory)
-    write(out, curves, seeds, args)
-    return 0
+
+    def command():
+        # resume=auto: a finished run of the same config is reused, a stopped one continued,
+        # one of another config refused with the difference named (one line, exit 2)
+        curves = {}
+        for seed in seeds:
+            for amp in ("false", "true"):
+                directory = train(Path(args.config), amp, seed, args.args, runs)
+                curves[(amp, seed)] = read_metrics(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        write(out, curves, seeds, args)
+    return run_command(command)
 
 
 def overrides(args: list[str]) -> list[str]:
