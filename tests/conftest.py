@@ -17,3 +17,17 @@ def cifar10_root(tmp_path) -> Path:
     root = tmp_path / "data"
     write_cifar_archive(root)
     return root
+
+
+@pytest.fixture
+def figures_not_rasterised(monkeypatch):
+    """Every figure is still built (its data, axes and labels: a plotting error fails the test)
+    but ``Figure.savefig`` writes a stub file instead of rendering PNG and PDF, the slowest part
+    of a chain. For chain tests whose subject is not the figures' pixels; test_analysis.py
+    renders every figure for real."""
+    import matplotlib.figure
+
+    def savefig(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"not rendered in this test\n")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)

@@ -29,7 +29,7 @@ def script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True)
 
 
-def test_reproduce_paper_dry_run_and_reuse(tmp_path, cifar10_root, monkeypatch, capsys):
+def test_reproduce_paper_dry_run_and_reuse(tmp_path, cifar10_root, monkeypatch, capsys, request):
     """`make reproduce-paper DATASET=cifar10 ARGS="epochs=1 max_steps=2 batch_size=8"` on CPU:
     the paper's ResNet-50 chain on a small CIFAR-format archive, every output produced; a second
     invocation reuses every finished stage and keeps the times they took when they ran; without
@@ -56,6 +56,7 @@ def test_reproduce_paper_dry_run_and_reuse(tmp_path, cifar10_root, monkeypatch, 
     assert all(v is not None and v > 0 for v in first.values())
     capsys.readouterr()
 
+    request.getfixturevalue("figures_not_rasterised")     # the first invocation rendered them
     second = experiments.run_chain(experiments.MAIN, options)
     printed = capsys.readouterr().out
     assert printed.count("finished earlier with this config, reused") == 2
@@ -75,7 +76,8 @@ def test_reproduce_paper_dry_run_and_reuse(tmp_path, cifar10_root, monkeypatch, 
     assert "nan" not in report.split("## Table 1")[0]
 
 
-def test_hard_negative_experiment_dry_run(tmp_path, cifar10_root, monkeypatch, capsys):
+def test_hard_negative_experiment_dry_run(tmp_path, cifar10_root, monkeypatch, capsys,
+                                          figures_not_rasterised):
     """The hard-negative experiment end to end through the same chain on a small CIFAR-format
     archive: five runs (UCL, H-UCL, SCL, H-SCL beta 1 and 2) named by ``runs.run_name``, their
     probes, the accuracy table, the four losses on the same batches, the Assumption-1 curves and
@@ -168,7 +170,8 @@ def test_hscl_with_beta_zero_trains_exactly_like_sincere(tmp_path):
         torch.testing.assert_close(w, weights["hscl"][name], rtol=1e-5, atol=1e-6)
 
 
-def test_reproduce_official_setting_dry_run(tmp_path, cifar10_root, monkeypatch):
+def test_reproduce_official_setting_dry_run(tmp_path, cifar10_root, monkeypatch,
+                                            figures_not_rasterised):
     """`make reproduce-paper DATASET=cifar10 CONFIG=official` on CPU: configs/official/ and
     configs/linear/official.yaml through the whole chain (a thin network, two steps), runs named
     <dataset>-<loss>-official, results in results/cifar10-official, the settings recorded."""
@@ -193,7 +196,8 @@ def test_reproduce_official_setting_dry_run(tmp_path, cifar10_root, monkeypatch)
     assert "| encoder (the paper's) | different classes |" in (options.out / "REPORT.md").read_text()
 
 
-def test_chain_over_seeds_with_the_convergence_check(tmp_path, monkeypatch):
+def test_chain_over_seeds_with_the_convergence_check(tmp_path, monkeypatch,
+                                                    figures_not_rasterised):
     """SEEDS=2 and the convergence check through the chain, two runs at a time: every arm per
     seed (seed 0 keeps the plain run name, the probe takes the run's seed), the half-length
     runs, each seed's own outputs in seed-<s>/, the across-seed tables, seeds.json with a verdict
