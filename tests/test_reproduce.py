@@ -244,3 +244,14 @@ def test_reproduce_cli_refuses_bad_seeds(tmp_path):
     result = script("reproduce.py", "--seeds", "two", cwd=tmp_path)
     assert result.returncode == 2 and "SEEDS='two'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_convergence_check_runs_first():
+    """Each arm's first-seed run is followed by its half-length run, before the other seeds: a
+    setting that fails the check shows after the first runs, not at the end of the chain."""
+    arms = experiments.MAIN.arms
+    jobs = experiments.chain_jobs(arms, (0, 1, 2), convergence=True)
+    assert [(j.arm.label, j.seed, j.variant) for j in jobs] == [
+        ("supcon", 0, ""), ("supcon", 0, "half"), ("sincere", 0, ""), ("sincere", 0, "half"),
+        ("supcon", 1, ""), ("sincere", 1, ""), ("supcon", 2, ""), ("sincere", 2, "")]
+    assert [j.variant for j in experiments.chain_jobs(arms, (0,), convergence=False)] == ["", ""]
