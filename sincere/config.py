@@ -87,6 +87,9 @@ class LossConfig:
     pair_mean: bool = False            # hscl / hucl only: average -log over all positive pairs of
                                        #   the batch at once (Jiang et al.'s code) instead of per
                                        #   anchor, then over anchors
+    implementation: str = "fast"       # fast (hand-derived backward kernels, the default) |
+                                       #   readable (sincere/losses/readable.py, plain autograd:
+                                       #   the definition; same values to rounding, slower)
 
 
 @dataclass
@@ -425,7 +428,7 @@ def _validate_optim(o: OptimConfig) -> None:
 def _validate_pretrain(config: PretrainConfig) -> None:
     from sincere.data import DATASETS
     from sincere.distributed import check_backend
-    from sincere.losses import LOSSES, check_temperature, loss_options
+    from sincere.losses import IMPLEMENTATIONS, LOSSES, check_temperature, loss_options
     from sincere.models import check_arch
 
     if config.dataset not in DATASETS:
@@ -454,6 +457,9 @@ def _validate_pretrain(config: PretrainConfig) -> None:
     if config.loss.negatives_scale not in NEGATIVE_SCALES:
         raise ConfigError(f"loss.negatives_scale {config.loss.negatives_scale!r} unknown; choose "
                           f"one of {', '.join(NEGATIVE_SCALES)}")
+    if config.loss.implementation not in IMPLEMENTATIONS:
+        raise ConfigError(f"loss.implementation {config.loss.implementation!r} unknown; choose "
+                          f"one of {', '.join(IMPLEMENTATIONS)}")
     try:
         check_temperature(config.loss.temperature)
     except ValueError as err:

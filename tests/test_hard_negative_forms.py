@@ -1,6 +1,6 @@
 """Jiang et al.'s form of the hard-negative losses (``negatives_scale='batch'``,
 ``pair_mean=True``) against a pair-by-pair loop written from their definition
-(tests/reference.py), and how it differs from SINCERE's form."""
+(tests/reference.py), in both implementations, and how it differs from SINCERE's form."""
 
 from __future__ import annotations
 
@@ -23,11 +23,14 @@ def batch(seed: int, n_images: int = 7, n_views: int = 2, dim: int = 5):
 @pytest.mark.parametrize("beta", [0.0, 0.5, 2.0])
 @pytest.mark.parametrize("detach", [False, True])
 @pytest.mark.parametrize("supervised", [True, False])
-def test_jiang_form_matches_their_definition(beta, detach, supervised):
+@pytest.mark.parametrize("implementation", ["fast", "readable"])
+def test_jiang_form_matches_their_definition(beta, detach, supervised, implementation):
+    """Both the fast kernel and the readable definition (readable.hard_negative with
+    n_noise = n - n_views, readable.mean_over_pairs) against the pair-by-pair loop."""
     features, labels = batch(seed=int(10 * beta) + detach)
     cls = HardNegativeSINCERELoss if supervised else HardNegativeInfoNCELoss
     loss = cls(temperature=0.5, beta=beta, detach_weights=detach, negatives_scale="batch",
-               pair_mean=True)(features, labels)
+               pair_mean=True, implementation=implementation)(features, labels)
     expected = jiang_reference_loss(features, labels if supervised else None, 0.5, beta, detach)
     grad, = torch.autograd.grad(loss, features)
     grad_expected, = torch.autograd.grad(expected, features)

@@ -1,7 +1,9 @@
-"""The loss library against slow references written from the papers' equations."""
+"""The loss library against slow references written from the papers' equations, and its two
+implementations (the fast kernels and the readable definitions) against each other."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -18,23 +20,29 @@ from sincere import (
     SupConLoss,
     build_loss,
 )
-from tests.helpers import STRUCTURES, call_args, embeddings, flat
+from sincere.config import ConfigError, load_config
+from sincere.losses import loss_options, readable
+from tests.helpers import DIGITS, STRUCTURES, call_args, embeddings, flat
 from tests.reference import anchor_terms, eq13_gradient, eq14_gradient, reference_loss
 
 TAU = 0.1
 
 # (module factory, reference kwargs, self-supervised?)
 LOSS_CASES = {
-    "sincere": (lambda: SINCERELoss(TAU), {}, False),
-    "supcon": (lambda: SupConLoss(TAU), {"kind": "supcon"}, False),
-    "infonce": (lambda: InfoNCELoss(TAU), {}, True),
-    "eps-supinfonce": (lambda: EpsSupInfoNCELoss(TAU, eps=0.5), {"eps": 0.5}, False),
-    "hscl beta=1": (lambda: HardNegativeSINCERELoss(TAU, beta=1.0), {"beta": 1.0}, False),
-    "hscl beta=2 detached": (lambda: HardNegativeSINCERELoss(TAU, beta=2.0, detach_weights=True),
-                             {"beta": 2.0, "detach_weights": True}, False),
-    "hscl beta=0": (lambda: HardNegativeSINCERELoss(TAU, beta=0.0), {}, False),
-    "hucl beta=1": (lambda: HardNegativeInfoNCELoss(TAU, beta=1.0), {"beta": 1.0}, True),
+    "sincere": (lambda **kw: SINCERELoss(TAU, **kw), {}, False),
+    "supcon": (lambda **kw: SupConLoss(TAU, **kw), {"kind": "supcon"}, False),
+    "infonce": (lambda **kw: InfoNCELoss(TAU, **kw), {}, True),
+    "eps-supinfonce": (lambda **kw: EpsSupInfoNCELoss(TAU, eps=0.5, **kw), {"eps": 0.5}, False),
+    "hscl beta=1": (lambda **kw: HardNegativeSINCERELoss(TAU, beta=1.0, **kw), {"beta": 1.0},
+                    False),
+    "hscl beta=2 detached": (
+        lambda **kw: HardNegativeSINCERELoss(TAU, beta=2.0, detach_weights=True, **kw),
+        {"beta": 2.0, "detach_weights": True}, False),
+    "hscl beta=0": (lambda **kw: HardNegativeSINCERELoss(TAU, beta=0.0, **kw), {}, False),
+    "hucl beta=1": (lambda **kw: HardNegativeInfoNCELoss(TAU, beta=1.0, **kw), {"beta": 1.0},
+                    True),
 }
+IMPLEMENTATIONS = ["fast", "readable"]
 
 
 def reference_for(features, labels, ref_kwargs, self_supervised):
@@ -46,14 +54,17 @@ def reference_for(features, labels, ref_kwargs, self_supervised):
 @pytest.mark.parametrize("structure", STRUCTURES)
 @pytest.mark.parametrize("case", LOSS_CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_matches_equation_reference(case, structure, dtype):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_matches_equation_reference(case, structure, dtype, implementation):
+    """Both implementations against the loops of tests/reference.py: the readable definitions
+    (readable.py) and the fast kernels, each on its own."""
     make, ref_kwargs, self_supervised = LOSS_CASES[case]
     n_images, n_views, labels = STRUCTURES[structure]
     if n_views == 1 and (labels is None or self_supervised):
         pytest.skip("one view without labels has no positives (an error, tested separately)")
     features, tensor_labels = call_args(n_images, n_views, labels, seed=len(structure))
     features = features.to(dtype).requires_grad_()
-    loss = make()(features, tensor_labels)
+    loss = make(implementation=implementation)(features, tensor_labels)
 
     ref_features = features.detach().double().requires_grad_()
     f3 = ref_features if ref_features.ndim == 3 else ref_features[:, None]
@@ -71,10 +82,11 @@ def test_matches_equation_reference(case, structure, dtype):
 
 
 @pytest.mark.parametrize("case", LOSS_CASES)
-def test_per_anchor_values(case):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_per_anchor_values(case, implementation):
     make, ref_kwargs, self_supervised = LOSS_CASES[case]
     features, labels = call_args(7, 2, [0, 0, 1, 1, 1, 2, 3], seed=3)
-    loss_fn = make()
+    loss_fn = make(implementation=implementation)
     loss_fn.reduction = "none"
     per_anchor = loss_fn(features, labels)
     assert per_anchor.shape == (7, 2)
@@ -282,7 +294,8 @@ def test_matches_pytorch_metric_learning_supcon():
 @pytest.mark.parametrize("name", ["sincere", "supcon", "infonce", "eps-supinfonce", "hscl",
                                   "hucl"])
 @pytest.mark.parametrize("tau", [0.01, 0.05, 1.0])
-def test_finite_for_small_temperatures_and_extreme_geometry(name, tau):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_finite_for_small_temperatures_and_extreme_geometry(name, tau, implementation):
     g = torch.Generator().manual_seed(0)
     d = F.normalize(torch.randn(64, generator=g), dim=0)
     cases = {
@@ -294,7 +307,7 @@ def test_finite_for_small_temperatures_and_extreme_geometry(name, tau):
     for case, features in cases.items():
         labels = torch.arange(features.shape[0]) % 2
         x = features.clone().requires_grad_()
-        loss = build_loss(name, temperature=tau)(x, labels)
+        loss = build_loss(name, temperature=tau, implementation=implementation)(x, labels)
         loss.backward()
         assert torch.isfinite(loss), (case, loss)
         assert torch.isfinite(x.grad).all(), case
@@ -302,30 +315,33 @@ def test_finite_for_small_temperatures_and_extreme_geometry(name, tau):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("name", ["sincere", "supcon", "hscl"])
-def test_half_precision_input_gives_fp32_loss(dtype, name):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_half_precision_input_gives_fp32_loss(dtype, name, implementation):
     features = embeddings(32, 2, dim=32, dtype=torch.float32).to(dtype).requires_grad_()
     labels = torch.randint(0, 4, (32,))
-    loss = build_loss(name)(features, labels)
+    loss = build_loss(name, implementation=implementation)(features, labels)
     assert loss.dtype == torch.float32
-    expected = build_loss(name)(features.detach().float(), labels)
+    expected = build_loss(name, implementation=implementation)(features.detach().float(), labels)
     torch.testing.assert_close(loss, expected)
     loss.backward()
     assert features.grad.dtype == dtype and torch.isfinite(features.grad.float()).all()
 
 
-def test_autocast_computes_in_fp32():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_autocast_computes_in_fp32(implementation):
     features = embeddings(32, 2, dim=32, dtype=torch.float32)
     labels = torch.randint(0, 4, (32,))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = SINCERELoss()(features, labels)
+        loss = SINCERELoss(implementation=implementation)(features, labels)
     assert loss.dtype == torch.float32
-    assert torch.equal(loss, SINCERELoss()(features, labels))
+    assert torch.equal(loss, SINCERELoss(implementation=implementation)(features, labels))
 
 
 @pytest.mark.parametrize("name", ["sincere", "supcon", "eps-supinfonce", "hscl"])
-def test_batch_without_positives_gives_zero_that_backpropagates(name):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_batch_without_positives_gives_zero_that_backpropagates(name, implementation):
     features = embeddings(6, 1, dtype=torch.float32)[:, 0].requires_grad_()
-    loss = build_loss(name)(features, torch.arange(6))
+    loss = build_loss(name, implementation=implementation)(features, torch.arange(6))
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(features.grad, torch.zeros_like(features))
@@ -477,3 +493,153 @@ def test_unnormalised_inputs_with_huge_similarities(tau):
         torch.testing.assert_close(ours.double(), ref.detach(), rtol=1e-4, atol=0)
         torch.testing.assert_close(ours_in.grad.double(), ref_in.grad, rtol=1e-4,
                                    atol=1e-4 * float(ref_in.grad.abs().max()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The readable definitions (sincere/losses/readable.py) against the fast kernels
+# ---------------------------------------------------------------------------------------------
+
+# name -> (loss, options): every loss and every option of the fast path (chunked included)
+LARGE_CASES = {
+    "sincere": ("sincere", {}),
+    "sincere chunked": ("sincere", {"chunk_size": 48}),
+    "supcon": ("supcon", {}),
+    "supcon chunked": ("supcon", {"chunk_size": 48}),
+    "infonce": ("infonce", {}),
+    "infonce chunked": ("infonce", {"chunk_size": 48}),
+    "eps-supinfonce": ("eps-supinfonce", {"eps": 0.3}),
+    "hscl beta=0": ("hscl", {"beta": 0.0}),
+    "hscl beta=1": ("hscl", {"beta": 1.0}),
+    "hscl beta=2 detached": ("hscl", {"beta": 2.0, "detach_weights": True}),
+    "hscl batch scale": ("hscl", {"beta": 1.0, "negatives_scale": "batch"}),
+    "hscl pair mean": ("hscl", {"beta": 1.0, "pair_mean": True}),
+    "hscl Jiang's form, detached": ("hscl", {"beta": 2.0, "detach_weights": True,
+                                             "negatives_scale": "batch", "pair_mean": True}),
+    "hucl beta=1": ("hucl", {"beta": 1.0}),
+    "hucl Jiang's form": ("hucl", {"beta": 1.0, "negatives_scale": "batch", "pair_mean": True}),
+}
+
+
+def large_batches(dtype):
+    """structure -> (features, labels, reductions): n = 512 rows for the main batch, more than the
+    loops of tests/reference.py can afford; n = 128 or 64 for the edge cases."""
+    g = torch.Generator().manual_seed(7)
+
+    def unit(*shape):
+        return F.normalize(torch.randn(*shape, generator=g, dtype=torch.float64), dim=-1).to(dtype)
+
+    return {
+        "2 views, 10 classes, n=512": (unit(256, 2, 32), torch.randint(0, 10, (256,), generator=g),
+                                       ("mean", "none")),
+        "2 views, labels None": (unit(64, 2, 16), None, ("none",)),
+        "2 views, one class (no negatives)": (unit(64, 2, 16), torch.zeros(64, dtype=torch.long),
+                                              ("mean",)),
+        "1 view, some anchors without a positive": (
+            unit(128, 16), torch.randint(0, 90, (128,), generator=g), ("none",)),
+        "1 view, no positive at all": (unit(64, 16), torch.arange(64), ("mean",)),
+    }
+
+
+def value_and_gradient(loss_fn, features, labels):
+    """The loss and d(upstream . loss)/d features, with an upstream weight per output."""
+    x = features.clone().requires_grad_()
+    out = loss_fn(x, labels)
+    upstream = torch.linspace(0.5, 1.5, out.numel(), dtype=out.dtype).view_as(out)
+    (grad,) = torch.autograd.grad(out, x, upstream)
+    return out.detach(), grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", LARGE_CASES)
+def test_fast_matches_readable_on_large_batches(case, dtype):
+    """Values and gradients, reductions mean and none, labels None, one class, anchors (or a whole
+    batch) without a positive: the fast kernels equal the readable definitions to 1e-10 in fp64
+    and 1e-5 in fp32."""
+    name, options = LARGE_CASES[case]
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    definition_options = {k: v for k, v in options.items() if k != "chunk_size"}
+    for structure, (features, labels, reductions) in large_batches(dtype).items():
+        if features.ndim == 2 and LOSSES[name].one_class_per_image:
+            continue                    # one view without labels: no positive (an error)
+        for reduction in reductions:
+            where = f"{case}, {structure}, reduction={reduction}"
+            value, grad = value_and_gradient(
+                build_loss(name, reduction=reduction, **options), features, labels)
+            expected, expected_grad = value_and_gradient(
+                build_loss(name, reduction=reduction, implementation="readable",
+                           **definition_options), features, labels)
+            assert value.dtype == expected.dtype == dtype, where
+            assert value.shape == expected.shape, where
+            torch.testing.assert_close(value, expected, rtol=tol, atol=tol, msg=where)
+            atol = max(tol * float(expected_grad.abs().max()), 1e-12)
+            torch.testing.assert_close(grad, expected_grad, rtol=tol, atol=atol, msg=where)
+            # without negatives the labelled SINCERE family is -log(e^s / e^s) (or -eps): flat
+            flat_loss = structure.endswith("(no negatives)") and name in (
+                "sincere", "eps-supinfonce", "hscl")
+            if structure == "1 view, no positive at all":
+                assert torch.all(expected == 0) and torch.all(expected_grad == 0), where
+            elif not flat_loss:
+                assert float(expected_grad.abs().max()) > 1e-3, where
+
+
+def test_readable_module_alone_gives_the_loss():
+    """The module's own usage (flatten, a loss, mean_over_anchors) is the class's loss."""
+    features = embeddings(16, 2, dim=8, seed=11)
+    labels = torch.randint(0, 4, (16,), generator=torch.Generator().manual_seed(11))
+    for given in (labels, None):
+        z, y = readable.flatten(features, given)
+        loss = readable.mean_over_anchors(readable.sincere(z, y, TAU), y)
+        assert torch.equal(loss, SINCERELoss(TAU, implementation="readable")(features, given))
+        torch.testing.assert_close(loss, SINCERELoss(TAU)(features, given), rtol=1e-12, atol=0)
+    z, y = readable.flatten(features, None)
+    pairs = readable.mean_over_pairs(readable.hard_negative(z, y, TAU, 1.0, n_noise=30), y)
+    torch.testing.assert_close(pairs, HardNegativeInfoNCELoss(
+        TAU, 1.0, negatives_scale="batch", pair_mean=True)(features), rtol=1e-12, atol=0)
+
+
+def test_implementation_option():
+    for name in LOSSES:
+        assert loss_options(name)[-1] == "implementation"
+        assert build_loss(name).implementation == "fast"
+    assert repr(build_loss("sincere")) == "SINCERELoss(temperature=0.1, reduction='mean')"
+    assert "implementation='readable'" in repr(build_loss("supcon", implementation="readable"))
+    with pytest.raises(ValueError, match="implementation must be one of 'fast', 'readable'; "
+                                         "got 'slow'"):
+        build_loss("hscl", implementation="slow")
+    with pytest.raises(ValueError, match="chunk_size=64 and implementation='readable' don't "
+                                         "combine"):
+        SINCERELoss(chunk_size=64, implementation="readable")
+
+
+def test_implementation_from_the_config():
+    assert load_config(None).loss.implementation == "fast"
+    assert load_config(None, ["loss.implementation=readable"]).loss.implementation == "readable"
+    with pytest.raises(ConfigError, match="loss.implementation 'slow' unknown; choose one of "
+                                          "fast, readable"):
+        load_config(None, ["loss.implementation=slow"])
+
+
+def test_pretraining_with_the_readable_losses_follows_the_fast_curve(tmp_path, monkeypatch):
+    """loss.implementation=readable trains (and monitors) on the readable definitions: the
+    same loss curve as the fast kernels, to rounding, over a few SGD steps."""
+    from sincere.pretrain import pretrain
+    calls = []
+    definition = readable.sincere
+    monkeypatch.setattr(readable, "sincere", lambda *a, **k: calls.append(1) or definition(*a, **k))
+    common = DIGITS + ["epochs=2", "data.subset=64", "batch_size=32", "threads=1",
+                       "knn_every=0", "monitor.gradients_every=0", "monitor.heldout_every=0",
+                       "data.pipeline=device", "tensorboard.projector_images=0", "amp=false"]
+    logs = {}
+    for implementation in IMPLEMENTATIONS:
+        config = load_config(None, common + [f"loss.implementation={implementation}",
+                                             f"run_dir={tmp_path / implementation}"])
+        calls.clear()
+        run = pretrain(config, progress=False)
+        assert bool(calls) == (implementation == "readable")
+        logs[implementation] = [json.loads(line)
+                                for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "implementation: readable" in (tmp_path / "readable" / "config.yaml").read_text()
+    assert [r["epoch"] for r in logs["readable"]] == [1, 2]
+    for fast, ours in zip(logs["fast"], logs["readable"]):
+        for key in ("loss", "loss_sincere", "loss_supcon"):
+            assert ours[key] == pytest.approx(fast[key], rel=1e-4), key
