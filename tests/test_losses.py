@@ -628,7 +628,8 @@ def test_pretraining_with_the_readable_losses_follows_the_fast_curve(tmp_path, m
     monkeypatch.setattr(readable, "sincere", lambda *a, **k: calls.append(1) or definition(*a, **k))
     common = DIGITS + ["epochs=2", "data.subset=64", "batch_size=32", "threads=1",
                        "knn_every=0", "monitor.gradients_every=0", "monitor.heldout_every=0",
-                       "data.pipeline=device", "tensorboard.projector_images=0", "amp=false"]
+                       "data.pipeline=device", "tensorboard.projector_images=0", "amp=false",
+                       "monitor.losses=[sincere,supcon]"]
     logs = {}
     for implementation in IMPLEMENTATIONS:
         config = load_config(None, common + [f"loss.implementation={implementation}",

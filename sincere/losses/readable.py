@@ -122,7 +122,7 @@ def eps_supinfonce(z: Tensor, labels: Tensor, temperature: float = 0.1,
                    eps: float = 0.0) -> Tensor:
     """eps-SupInfoNCE (Barbano et al. 2023) averaged as SINCERE averages (Eq. 12):
 
-        L(z_t) = -(1/|P_t|) sum_{p in P_t} log( e^{s_tp} / (e^{s_tp - eps} + sum_{n in N_t} e^{s_tn}) )
+        L(z_t) = -(1/|P_t|) sum_{p in P_t} log( e^{s_tp} / (e^{s_tp - eps} + sum_n e^{s_tn}) )
 
     a margin eps on the target inside the denominator only. eps = 0 is SINCERE; the loss is
     bounded below by -eps.
