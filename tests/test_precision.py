@@ -90,14 +90,10 @@ def test_a_run_records_what_it_resolved_to(tmp_path):
 
 
 def test_compare_precision_sets_bf16_differences_beside_the_seed_to_seed_yardstick():
-    """scripts/compare_precision.py: the same-seed bf16 - fp32 differences and the fp32
-    seed-against-seed differences, computed over the common epochs (kNN where both have one)."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_precision.py"
-    spec = importlib.util.spec_from_file_location("compare_precision", path)
-    cp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cp)
+    """sincere/precision_compare.py (scripts/compare_precision.py): the same-seed bf16 - fp32
+    differences and the fp32 seed-against-seed differences, computed over the common epochs
+    (kNN where both have one)."""
+    from sincere import precision_compare as cp
 
     def curve(losses, knns):
         return [{"epoch": i + 1, "loss": l, "knn_top1": k}
