@@ -1,15 +1,5 @@
-"""Benchmark: forward+backward time and peak memory of every loss, side by side in one run.
-
-For each batch size (total views, dim 128, half as many images with 2 views each, 10 classes) it
-times forward+backward of every loss in ``sincere.losses``, of pytorch-metric-learning's
-SupConLoss, and of the floor: z @ z.T forward and backward (the work no loss can avoid). Timing
-rounds go round-robin over the entries so machine noise hits all of them alike; the report gives
-medians and each entry's ratio to the floor measured in the same run.
-
-Peak memory is measured for each (entry, size) in a fresh subprocess: on CPU as the rise of the
-process's resident-set high-water mark during one forward+backward (reset through
-/proc/self/clear_refs, with glibc's mmap threshold fixed so freed buffers leave the resident set);
-on CUDA with torch.cuda.max_memory_allocated (``sincere.benchmark.peak_memory``).
+"""Benchmark: forward+backward time and peak memory of every loss, side by side in one run
+(``sincere.bench.losses``: what is measured and how).
 
     python scripts/bench_losses.py                      # -> results/benchmarks/losses.md
     python scripts/bench_losses.py --sizes 1024 --rounds 50 --no-memory --out /tmp/x.md
@@ -18,183 +8,35 @@ on CUDA with torch.cuda.max_memory_allocated (``sincere.benchmark.peak_memory``)
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
-import statistics
 import sys
 from pathlib import Path
 
-import torch
-
-from sincere.benchmark import (
-    loss_inputs,
-    machine_description,
-    peak_memory,
-    quartiles,
-    round_robin,
-    run_child,
-)
-from sincere.losses import build_loss
-
-ROOT = Path(__file__).resolve().parents[1]
-
-ENTRIES = {
-    "floor: z @ z.T fwd+bwd": None,
-    "SINCERELoss": ("sincere", {}),
-    "SupConLoss": ("supcon", {}),
-    "InfoNCELoss": ("infonce", {}),
-    "EpsSupInfoNCELoss (eps=0.1)": ("eps-supinfonce", {"eps": 0.1}),
-    "HardNegativeSINCERELoss (beta=1)": ("hscl", {"beta": 1.0}),
-    "HardNegativeInfoNCELoss (beta=1)": ("hucl", {"beta": 1.0}),
-    "pytorch-metric-learning SupConLoss": "pml",
-}
-FLOOR = "floor: z @ z.T fwd+bwd"
-
-
-def make_step(entry: str, z, labels, temperature: float):
-    """A closure running one forward+backward; the floor's upstream gradient is made up front."""
-    spec = ENTRIES[entry]
-    n_images, n_views, dim = z.shape
-    if spec is None:
-        flat = z.transpose(0, 1).reshape(-1, dim)
-        upstream = torch.randn(flat.shape[0], flat.shape[0], device=z.device)
-
-        def step():
-            x = flat.detach().requires_grad_()
-            torch.mm(x, x.t()).backward(upstream)
-        return step
-    if spec == "pml":
-        from pytorch_metric_learning.losses import SupConLoss as PMLSupCon
-        pml = PMLSupCon(temperature=temperature)
-        flat_labels = labels.repeat(n_views)
-
-        def step():
-            x = z.detach().requires_grad_()
-            pml(x.transpose(0, 1).reshape(-1, dim), flat_labels).backward()
-        return step
-    name, kwargs = spec
-    loss_fn = build_loss(name, temperature=temperature, **kwargs)
-
-    def step():
-        x = z.detach().requires_grad_()
-        loss_fn(x, labels).backward()
-    return step
-
-
-def time_entries(size, args) -> dict[str, list[float]]:
-    z, labels = loss_inputs(size, args.dim, args.classes, args.device)
-    steps = {e: make_step(e, z, labels, args.temperature) for e in ENTRIES}
-    rounds = args.rounds or max(5, min(40, int(40 * (1024 / size) ** 2)))
-    return round_robin(steps, rounds, args.device)
-
-
-# ---------------------------------------------------------------------------------------------
-# Peak memory, one subprocess per measurement
-# ---------------------------------------------------------------------------------------------
-
-
-def measure_memory_child(entry: str, size: int, args) -> float:
-    """Peak extra bytes of one forward+backward, measured inside this (fresh) process."""
-    z, labels = loss_inputs(size, args.dim, args.classes, args.device)
-    step = make_step(entry, z, labels, args.temperature)
-    step()                                             # warm-up: lazy initialisation
-    return peak_memory(step, args.device)[1]
-
-
-def measure_memory(entry: str, size: int, args) -> float | None:
-    """:func:`measure_memory_child` in a fresh process (``sincere.benchmark.run_child``)."""
-    res = run_child([__file__, "--child", entry, "--child-size", str(size),
-                     "--dim", str(args.dim), "--classes", str(args.classes),
-                     "--device", args.device, "--threads", str(args.threads),
-                     "--temperature", str(args.temperature)],
-                    what=f"memory of {entry} at {size}")
-    return None if res is None else res["peak_bytes"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------------
-
-
-def render(results, args, command: str) -> str:
-    lines = [
-        "# Loss benchmark: forward + backward",
-        "",
-        f"- Machine: {machine_description(args.device)}; device `{args.device}`",
-        f"- torch {torch.__version__}, Python {platform.python_version()}, "
-        f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
-        f"- Command: `{command}`",
-        f"- Input: total views n (n/2 images x 2 views), dim {args.dim}, {args.classes} classes, "
-        f"temperature {args.temperature}, fp32.",
-        "- Time: median over rounds that visit every entry in turn (all in one process, so the "
-        "ratios are side by side); IQR in brackets. Floor: `z @ z.T` forward and its backward "
-        "for a given upstream gradient, i.e. the three n x n x d matmuls every loss needs.",
-        "- Peak memory: extra memory of one forward+backward beyond the inputs, in a fresh "
-        "process per cell (" + ("CUDA max_memory_allocated" if args.device.startswith("cuda")
-                                else "rise of the resident-set high-water mark") + "). "
-        "One n x n fp32 matrix is n^2 x 4 bytes.",
-        "",
-    ]
-    for size, entry_times, memory in results:
-        floor_t = statistics.median(entry_times[FLOOR])
-        floor_m = memory.get(FLOOR)
-        lines += [f"## n = {size} views  (one n x n fp32 matrix = {size * size * 4 / 2**20:.0f} MiB)",
-                  "", "| loss | median ms [IQR] | x floor | peak MiB | x floor memory |",
-                  "|---|---:|---:|---:|---:|"]
-        for e, ts in entry_times.items():
-            q = quartiles(ts)
-            med = q[1]
-            mem = memory.get(e)
-            mem_s = f"{mem / 2**20:.0f}" if mem is not None else "n/a"
-            ratio_m = f"{mem / floor_m:.2f}" if mem is not None and floor_m else "n/a"
-            lines.append(f"| {e} | {med * 1e3:.2f} [{q[0] * 1e3:.2f}–{q[2] * 1e3:.2f}] | "
-                         f"{med / floor_t:.2f} | {mem_s} | {ratio_m} |")
-        lines.append("")
-    return "\n".join(lines)
+from sincere.bench import ROOT
+from sincere.bench.losses import LossBench, render, run
 
 
 def main(argv=None):
+    d = LossBench()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 4096, 16384],
-                   help="total views per batch")
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--temperature", type=float, default=0.1)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--rounds", type=int, default=0, help="timing rounds (0: by size)")
+    p.add_argument("--sizes", type=int, nargs="+", default=d.sizes, help="total views per batch")
+    p.add_argument("--dim", type=int, default=d.dim)
+    p.add_argument("--classes", type=int, default=d.classes)
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--rounds", type=int, default=d.rounds, help="timing rounds (0: by size)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "losses.md"))
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    if args.child:
-        peak = measure_memory_child(args.child, args.child_size, args)
-        print(json.dumps({"peak_bytes": peak}))
-        return
-
-    command = "python scripts/bench_losses.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    results = []
-    for size in args.sizes:
-        print(f"n = {size}: timing {len(ENTRIES)} entries ...", flush=True)
-        entry_times = time_entries(size, args)
-        floor_t = statistics.median(entry_times[FLOOR])
-        for e, ts in entry_times.items():
-            print(f"  {e:38s} {statistics.median(ts) * 1e3:9.2f} ms  "
-                  f"x{statistics.median(ts) / floor_t:5.2f}", flush=True)
-        memory = {}
-        if not args.no_memory:
-            for e in ENTRIES:
-                memory[e] = measure_memory(e, size, args)
-                if memory[e] is not None:
-                    print(f"  peak memory {e:38s} {memory[e] / 2**20:9.1f} MiB", flush=True)
-        results.append((size, entry_times, memory))
+    bench = LossBench(sizes=args.sizes, dim=args.dim, classes=args.classes,
+                      temperature=args.temperature, threads=args.threads, device=args.device,
+                      rounds=args.rounds, memory=not args.no_memory)
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python scripts/bench_losses.py " + " ".join(given)
+    results = run(bench)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(results, args, command.strip()))
+    out.write_text(render(results, bench, command.strip()))
     print(f"wrote {out}")
 
 

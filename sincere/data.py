@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import shutil
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -188,6 +189,37 @@ def write_cifar(name: str, root: str | Path, train: bool, images: np.ndarray,
         pickle.dump({meta_key: list(classes)}, f)
     return folder
 
+
+
+def write_random_cifar(root: str | Path, name: str = "cifar10", per_batch: int = 20,
+                       n_classes: Optional[int] = None, seed: int = 0,
+                       archive: bool = False) -> np.ndarray:
+    """A small CIFAR-10 / CIFAR-100 of random uint8 images in the official format, for tests and
+    benchmarks (CIFAR cannot be downloaded on every machine): ``per_batch`` images per batch file
+    of each split (CIFAR-10: five training files and one test file), drawn from
+    ``numpy.random.default_rng(seed)`` as channel-major rows of 3072 (the training split's rows,
+    then the test split's), labels 0, 1, ... cycling through ``n_classes`` classes (default: the
+    dataset's 10 or 100) named ``class0``, ``class1``, ..., written by :func:`write_cifar`.
+    ``archive=False``: the extracted folder ``root/<folder>/``; ``archive=True``: the tar.gz
+    archive as downloaded, ``root/<archive>`` (the folder is staged in ``root/staging/``), which
+    :func:`load_cifar` extracts on first use. Returns the rows of the first training batch."""
+    if name not in CIFAR:
+        raise ValueError(f"no CIFAR dataset named {name!r}; use one of {', '.join(CIFAR)}")
+    n_classes = n_classes or (10 if name == "cifar10" else 100)
+    rng = np.random.default_rng(seed)
+    target = Path(root) / "staging" if archive else Path(root)
+    first = None
+    for train in (True, False):
+        n_batches = len(CIFAR[name]["train" if train else "test"])
+        rows = rng.integers(0, 256, (n_batches * per_batch, 3072), dtype=np.uint8)
+        labels = np.tile(np.arange(per_batch) % n_classes, n_batches)
+        folder = write_cifar(name, target, train, rows, labels,
+                             [f"class{i}" for i in range(n_classes)])
+        first = rows[:per_batch] if first is None else first
+    if archive:
+        with tarfile.open(Path(root) / CIFAR[name]["archive"], "w:gz") as tar:
+            tar.add(folder, arcname=folder.name)
+    return first
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open

@@ -38,13 +38,17 @@ def per_rank_batch(config: PretrainConfig, env: DistEnv) -> int:
     return config.batch_size // env.world_size
 
 
+def batches_per_epoch(n_images: int, batch_size: int, drop_last: bool) -> int:
+    """Batches in one pass over ``n_images``: floor(n / b) when the last partial batch is
+    dropped, ceil(n / b) when it is kept."""
+    return n_images // batch_size if drop_last else -(-n_images // batch_size)
+
+
 def steps_per_epoch(data: DataBundle, config: PretrainConfig) -> int:
     """Optimizer steps in one epoch (with ``data.drop_last`` the last partial batch is dropped);
     at least 1."""
-    steps = len(data.train) // config.batch_size
-    if not config.data.drop_last:
-        steps = -(-len(data.train) // config.batch_size)
-    elif steps == 0:
+    steps = batches_per_epoch(len(data.train), config.batch_size, config.data.drop_last)
+    if config.data.drop_last and steps == 0:
         raise ConfigError(f"batch_size={config.batch_size} is larger than the training set "
                           f"({len(data.train)} images); lower it")
     return steps

@@ -271,7 +271,7 @@ def resume(run: Run, progress: bool) -> None:
     exists: weights, optimizer, schedule, this rank's RNG state, epoch and step, and the position
     inside the epoch when a stop signal saved one. ``auto`` first checks that the checkpoint was
     written by this very config (:func:`check_same_config`) and leaves a finished run as it is.
-    Then wrap the model for training (DDP across ranks, ``torch.compile``)."""
+    Then wrap the model for training (:func:`wrap_model`)."""
     config, env = run.config, run.env
     if config.resume is not False and run.last.exists():
         state = load_checkpoint(run.last, expect=identity(config, run.data.in_channels))
@@ -296,8 +296,14 @@ def resume(run: Run, progress: bool) -> None:
     elif config.resume is True and progress:
         print(f"resume=true but {run.last} does not exist yet: starting {run.directory} from "
               "scratch")
-    run.train_model = distributed.wrap_ddp(run.model, env)
-    if config.compile:
+    wrap_model(run)
+
+
+def wrap_model(run: Run) -> None:
+    """``run.train_model``, what the steps call: the model in DistributedDataParallel across
+    ranks (itself in one process), then ``torch.compile`` with ``compile=true``."""
+    run.train_model = distributed.wrap_ddp(run.model, run.env)
+    if run.config.compile:
         run.train_model = torch.compile(run.train_model)
 
 

@@ -1,7 +1,7 @@
 """Run a command-line script the way a user does, with a fault injected, for the fault tests
 (tests/test_faults.py, tests/test_preemption.py). Not a test module: a subprocess entry point.
 
-    python tests/cli_driver.py [options] SCRIPT [ARGS...]
+    PYTHONPATH=<repository> python tests/cli_driver.py [options] SCRIPT [ARGS...]
 
 runs ``SCRIPT`` (e.g. scripts/pretrain.py) as ``__main__`` with ``ARGS``, after installing:
 
@@ -116,7 +116,6 @@ def main() -> int:
     parser.add_argument("script", nargs="?")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     options = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     if options.batch:
         run_batch(*options.batch, watch=options.watch)
         return 0

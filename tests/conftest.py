@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_cifar_archive
+from sincere.data import write_random_cifar
 
 
 @pytest.fixture
 def cifar10_root(tmp_path) -> Path:
     """``tmp_path / "data"`` holding a small CIFAR-10 archive in the official format (what
-    ``data.root`` points at for ``dataset=cifar10``; ``write_cifar_archive``'s defaults)."""
+    ``data.root`` points at for ``dataset=cifar10``; ``sincere.data.write_random_cifar``'s
+    defaults)."""
     root = tmp_path / "data"
-    write_cifar_archive(root)
+    write_random_cifar(root, archive=True)
     return root
 
 

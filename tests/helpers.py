@@ -3,8 +3,6 @@
 imports from another test module.
 
 * ``DIGITS``: config overrides for a small, fast pretraining run on sklearn's digits.
-* ``write_cifar_archive``: a small archive in CIFAR's own on-disk format (read by
-  ``sincere.data.load_cifar``).
 * ``STRUCTURES``, ``embeddings``, ``flat``, ``call_args``: batch layouts and inputs for the loss and
   gradient tests, with the flattening to the library's view-major order that the equation
   references in ``tests/reference.py`` take.
@@ -12,14 +10,8 @@ imports from another test module.
 
 from __future__ import annotations
 
-import tarfile
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
-
-from sincere.data import CIFAR, write_cifar
 
 # ---------------------------------------------------------------------------------------------
 # Pretraining runs
@@ -31,28 +23,6 @@ DIGITS = ["dataset=digits", "model.arch=resnet18", "model.width=8", "model.proj_
           "data.augment.jitter_p=0", "data.augment.grayscale_p=0", "batch_size=64",
           "optim.lr=0.1", "optim.warmup_epochs=1", "data.num_workers=0", "knn_every=1",
           "knn_k=10", "threads=2"]
-
-
-def write_cifar_archive(root: Path, name: str = "cifar10", per_batch: int = 20,
-                        n_classes: int = 10, seed: int = 0) -> np.ndarray:
-    """A small tar.gz archive in CIFAR's own format, as downloaded: ``per_batch`` random images
-    per batch file (uint8 channel-major rows of 3072, labels 0, 1, ... cycling through the
-    classes) written by ``sincere.data.write_cifar``, and the meta file. Returns the rows of the
-    first training batch."""
-    rng = np.random.default_rng(seed)
-    staging = root / "staging"
-    first = None
-    for train in (True, False):
-        n_batches = len(CIFAR[name]["train" if train else "test"])
-        rows = rng.integers(0, 256, (n_batches * per_batch, 3072), dtype=np.uint8)
-        labels = np.tile(np.arange(per_batch) % n_classes, n_batches)
-        folder = write_cifar(name, staging, train, rows, labels,
-                             [f"class{i}" for i in range(n_classes)])
-        first = rows[:per_batch] if first is None else first
-    archive = root / CIFAR[name]["archive"]
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(folder, arcname=folder.name)
-    return first
 
 
 # ---------------------------------------------------------------------------------------------

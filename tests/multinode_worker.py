@@ -1,6 +1,6 @@
 """One training step under torchrun, for the two-"node" test (tests/test_distributed.py):
 
-    torchrun <the Makefile's multi-node flags> tests/multinode_worker.py OUT
+    PYTHONPATH=<repository> torchrun <the Makefile's multi-node flags> tests/multinode_worker.py OUT
 
 Each rank embeds its half of a fixed batch with a small float64 encoder (BatchNorm in eval mode,
 so the step is the single-process step; see test_distributed.py), trains one SGD step on the
@@ -67,5 +67,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     main(sys.argv[1])

@@ -36,9 +36,10 @@ from torch import nn
 
 from sincere.augment import TwoViewAugment
 from sincere.config import load_config
+from sincere.data import write_random_cifar
 from sincere.losses import LOSSES, build_loss
 from sincere.optim import fused_sgd_supported
-from tests.helpers import DIGITS, write_cifar_archive
+from tests.helpers import DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_CUDA = torch.cuda.is_available()
@@ -54,7 +55,7 @@ LOSS_IDS = [name + ("-chunked" if kw else "") for name, kw in LOSS_CASES]
 def tiny_cifar(root) -> list[str]:
     """Overrides for a tiny CUDA run on a CIFAR-format archive the test writes (no scikit-learn,
     which a GPU machine's pre-installed stack may lack): 100 training images, 5 steps of 20."""
-    write_cifar_archive(root)
+    write_random_cifar(root, archive=True)
     return ["dataset=cifar10", f"data.root={root}", "model.arch=resnet18", "model.width=8",
             "model.proj_dim=32", "batch_size=20", "optim.lr=0.1", "optim.warmup_epochs=1",
             "data.num_workers=0", "knn_k=5", "device=cuda", "data.pipeline=device",

@@ -1,4 +1,5 @@
-"""CIFAR's on-disk format: ``sincere.data.write_cifar`` writes what ``load_cifar`` reads."""
+"""CIFAR's on-disk format: ``sincere.data.write_cifar`` writes what ``load_cifar`` reads, and
+``write_random_cifar`` (the tests' and benchmarks' CIFAR) builds on it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from sincere.data import CIFAR, load_cifar, write_cifar
+from sincere.data import CIFAR, load_cifar, write_cifar, write_random_cifar
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
@@ -44,3 +45,29 @@ def test_write_cifar_official_layout(tmp_path):
         assert pickle.load(f, encoding="latin1")[meta_key] == ["a", "b"]
     image = load_cifar("cifar10", tmp_path, True, download=False).images[0]   # (32, 32, 3)
     np.testing.assert_array_equal(image[..., 0].ravel(), rows[0, :1024])     # red plane first
+
+
+def test_write_random_cifar_folder_or_archive(tmp_path):
+    """The same seed gives the same images as a folder or as the downloaded archive (which
+    load_cifar extracts); per_batch images per batch file, labels cycling through n_classes."""
+    spec = CIFAR["cifar100"]
+    rows = write_random_cifar(tmp_path / "a", "cifar100", per_batch=7, n_classes=5, seed=3)
+    same = write_random_cifar(tmp_path / "b", "cifar100", per_batch=7, n_classes=5, seed=3,
+                              archive=True)
+    np.testing.assert_array_equal(rows, same)
+    assert rows.shape == (7, 3072) and rows.dtype == np.uint8
+    assert (tmp_path / "b" / spec["archive"]).is_file()
+    assert not (tmp_path / "b" / spec["folder"]).exists()            # until load_cifar extracts
+    for root in ("a", "b"):
+        train = load_cifar("cifar100", tmp_path / root, True, download=False)
+        test = load_cifar("cifar100", tmp_path / root, False, download=False)
+        assert len(train) == 7 * len(spec["train"]) and len(test) == 7 * len(spec["test"])
+        first = rows[0].reshape(3, 32, 32).transpose(1, 2, 0)             # channel-major -> HWC
+        np.testing.assert_array_equal(train.images[0], first)
+        assert train.targets == [0, 1, 2, 3, 4, 0, 1] and train.classes[-1] == "class4"
+    other = write_random_cifar(tmp_path / "c", "cifar10", per_batch=7, seed=4)
+    assert not np.array_equal(other, rows)
+    assert len(load_cifar("cifar10", tmp_path / "c", True, download=False)) == 5 * 7
+    assert load_cifar("cifar10", tmp_path / "c", True, download=False).classes[-1] == "class9"
+    with pytest.raises(ValueError, match="no CIFAR dataset named 'cifar1'; use one of"):
+        write_random_cifar(tmp_path / "d", "cifar1")

@@ -1,6 +1,6 @@
-"""``make gpu-check`` (scripts/gpu_check.py) off a GPU: it exits at once and clearly, it runs with
-any interpreter that has the core packages (nothing else is imported on its path), and its
-arithmetic of the paper chain follows the configs."""
+"""``make gpu-check`` (scripts/gpu_check.py, sincere/bench/gpu_check.py) off a GPU: it exits at
+once and clearly, it runs with any interpreter that has the core packages (nothing else is
+imported on its path), and its arithmetic of the paper chain follows the configs."""
 
 from __future__ import annotations
 
@@ -74,11 +74,15 @@ BLOCKED_IMPORTS = textwrap.dedent("""
     except ModuleNotFoundError:
         pass
     sys.argv = sys.argv[:1]
-    import sincere, sincere.pretrain, sincere.linear_eval, sincere.benchmark
+    import sincere, sincere.pretrain, sincere.linear_eval, sincere.bench.measure
     import sincere.tensorboard, sincere.loaders, sincere.augment, sincere.monitor
-    sys.path.insert(0, "scripts")
-    import gpu_check
-    plan = gpu_check.chain_plan()
+    import sincere.bench.losses, sincere.bench.chunked, sincere.bench.training
+    import sincere.bench.gpu_check
+    import runpy
+    script = runpy.run_path("scripts/gpu_check.py")      # its imports; not __main__: no run
+    if script["run"] is not sincere.bench.gpu_check.run:
+        sys.exit("scripts/gpu_check.py does not run sincere.bench.gpu_check")
+    plan = sincere.bench.gpu_check.chain_plan()
     import pytest
     code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"])
     loaded = sorted(m for m, mod in sys.modules.items()
@@ -90,7 +94,8 @@ BLOCKED_IMPORTS = textwrap.dedent("""
 
 def test_the_gpu_path_imports_only_the_core_packages():
     """With scikit-learn, matplotlib, the test-only extras etc. made unimportable, the package's
-    training path and scripts/gpu_check.py import, and tests/test_cuda.py is collected."""
+    training path, its benchmarks and scripts/gpu_check.py import, and tests/test_cuda.py is
+    collected."""
     out = subprocess.run([sys.executable, "-c", BLOCKED_IMPORTS, ",".join(OPTIONAL)],
                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -98,11 +103,7 @@ def test_the_gpu_path_imports_only_the_core_packages():
 
 
 def test_the_chain_hours_follow_the_configs():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    from sincere.bench import gpu_check
     plan = gpu_check.chain_plan()
     assert plan["cifar10"] == {"epochs": 1000, "steps_per_epoch": 97, "batch": 512}
     assert plan["cifar100"]["steps_per_epoch"] == 97
@@ -116,13 +117,9 @@ def test_the_benchmark_and_report_run_on_a_cpu(tmp_path):
     """The benchmark's code path (pretraining's set_up, batch_source, train_step, step_values,
     the loss alone, the probe's forward) and the report, on a CPU with a tiny model; the GPU runs
     the same functions at the paper's size."""
-    import argparse
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import gpu_check
-        from bench_train import write_random_cifar
-    finally:
-        sys.path[:] = [p for p in sys.path if p != str(ROOT / "scripts")]
+    from sincere.bench import gpu_check
+    from sincere.data import write_random_cifar
+    from sincere.models import build_model, count_parameters
     write_random_cifar(tmp_path / "data", per_batch=20)
     # width 16: on the CPU channels_last is refused for narrower strided 1x1 convolutions
     # (a oneDNN bug, sincere/precision.py)
@@ -131,11 +128,15 @@ def test_the_benchmark_and_report_run_on_a_cpu(tmp_path):
                                      batch=8, steps=1, warmup=1, device="cpu", extra=tiny)
     for key in ("ceiling_s", "fed_s", "full_s", "data_s", "loss_s"):
         assert result[key] > 0, key
+    config = gpu_check.paper_config("fp32", tmp_path / "data", tmp_path / "x", 8, "cpu", tiny)
+    assert result["params"] == count_parameters(build_model(config, 3)) > 0
     probe = gpu_check.probe_forward_s(tmp_path / "data", tmp_path, 8, 1, "cpu", tiny)
     failed = {"setting": "fp32", "error": "RuntimeError: out of memory"}
-    args = argparse.Namespace(argv=["--skip-tests"], batch=8, warmup=1, steps=1)
-    report = gpu_check.render([failed, result], None, probe, gpu_check.chain_plan(), args,
-                              wall=1.0, device="cpu")
+    check = gpu_check.GpuCheck(batch=8, warmup=1, steps=1, skip_tests=True)
+    report = gpu_check.render([failed, result], None, probe, gpu_check.chain_plan(), check,
+                              "python scripts/gpu_check.py --skip-tests", wall=1.0, device="cpu")
     assert "# GPU check" in report and "Device: **CPU**" in report
+    assert "- Command: `python scripts/gpu_check.py --skip-tests`" in report
+    assert "Not run (--skip-tests)." in report and "8 images x 2 views" in report
     assert "| fp32 | failed: RuntimeError: out of memory" in report
     assert "| bf16 + channels_last | " in report and "chain, h" in report

@@ -89,24 +89,24 @@ def test_a_run_records_what_it_resolved_to(tmp_path):
     assert record["bf16"] is False and record["channels_last"] is False
 
 
-def test_compare_precision_sets_bf16_differences_beside_the_seed_to_seed_yardstick():
-    """scripts/compare_precision.py: the same-seed bf16 - fp32 differences and the fp32
-    seed-against-seed differences, computed over the common epochs (kNN where both have one)."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_precision.py"
-    spec = importlib.util.spec_from_file_location("compare_precision", path)
-    cp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cp)
+def _curve(losses, knns):
+    return [{"epoch": i + 1, "loss": l, "knn_top1": k}
+            for i, (l, k) in enumerate(zip(losses, knns))]
 
-    def curve(losses, knns):
-        return [{"epoch": i + 1, "loss": l, "knn_top1": k}
-                for i, (l, k) in enumerate(zip(losses, knns))]
-    curves = {("false", 0): curve([2.0, 1.0], [0.50, 0.60]),
-              ("true", 0): curve([2.2, 1.0], [0.52, 0.60]),
-              ("false", 1): curve([2.0, 1.5], [None, 0.70]),
-              ("true", 1): curve([2.0, 0.9], [None, 0.64])}
-    result = cp.compare(curves, (0, 1))
+
+# (amp, seed) -> per-epoch records, as compare-precision reads them from metrics.jsonl
+CURVES = {("false", 0): _curve([2.0, 1.0], [0.50, 0.60]),
+          ("true", 0): _curve([2.2, 1.0], [0.52, 0.60]),
+          ("false", 1): _curve([2.0, 1.5], [None, 0.70]),
+          ("true", 1): _curve([2.0, 0.9], [None, 0.64])}
+
+
+def test_compare_precision_sets_bf16_differences_beside_the_seed_to_seed_yardstick():
+    """sincere/precision_compare.py (scripts/compare_precision.py): the same-seed bf16 - fp32
+    differences and the fp32 seed-against-seed differences, computed over the common epochs
+    (kNN where both have one)."""
+    from sincere import precision_compare as cp
+    result = cp.compare(CURVES, (0, 1))
     same = result["bf16_vs_fp32"]
     assert same["mean_abs_loss_rel"] == pytest.approx((0.1 + 0 + 0 + 0.4) / 4)
     assert same["max_abs_loss_rel"] == pytest.approx(0.4)
@@ -117,3 +117,23 @@ def test_compare_precision_sets_bf16_differences_beside_the_seed_to_seed_yardsti
     assert result["final"]["bf16 seed 1"] == {"loss": 0.9, "knn_top1": 0.64}
     assert cp.overrides(["epochs=8", "threads=2"]) == [
         "data.subset=10000", "knn_every=1", "checkpoint_every=0", "epochs=8", "threads=2"]
+
+
+def test_compare_precision_writes_its_report(tmp_path, figures_not_rasterised):
+    """REPORT.md names the command, the config relative to the repository and the overrides the
+    runs had; one row per seed and epoch; summary.json is compare()'s result; the curves."""
+    import json
+
+    from sincere import precision_compare as cp
+    config = cp.ROOT / "configs" / "mini" / "fashion_mnist.yaml"
+    command = "python scripts/compare_precision.py --seeds 0,1 --args epochs=8"
+    result = cp.write(tmp_path, CURVES, (0, 1), config, ["epochs=8"], command)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.startswith("# bf16 against fp32 CPU training, same seeds")
+    assert (f"Command: `{command}`; config `configs/mini/fashion_mnist.yaml` with "
+            "data.subset=10000 knn_every=1 checkpoint_every=0 epochs=8, contiguous") in text
+    assert "| 0 | 1 | 2.0000 | 2.2000 | +0.2000 (+10.00%) | 0.5000 | 0.5200 | +0.0200 |" in text
+    assert "| 1 | 1 | 2.0000 | 2.0000 | +0.0000 (+0.00%) |  |  |  |" in text
+    assert "The yardstick, fp32 against fp32 on different seeds: |Δ loss| 25.00%" in text
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(result))
+    assert (tmp_path / "curves.png").is_file() and (tmp_path / "curves.pdf").is_file()

@@ -12,13 +12,19 @@ import torch
 
 from sincere.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from sincere.config import ConfigError, load_config
-from sincere.data import DataNotFoundError, build_data, load_cifar, load_fashion_mnist
+from sincere.data import (
+    DataNotFoundError,
+    build_data,
+    load_cifar,
+    load_fashion_mnist,
+    write_random_cifar,
+)
 from sincere.models import ContrastiveModel, count_parameters
 from sincere.optim import lr_at
 from sincere.monitor import knn_accuracy
 from sincere.pretrain import pretrain
 from sincere.runs import RunDirectoryError
-from tests.helpers import DIGITS, write_cifar_archive
+from tests.helpers import DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "configs" / "paper" / "cifar10.yaml"
@@ -109,7 +115,7 @@ def test_thin_single_channel_resnet18():
 
 @pytest.mark.parametrize("name, n_train_batches", [("cifar10", 5), ("cifar100", 1)])
 def test_cifar_loader_reads_the_official_format(tmp_path, name, n_train_batches):
-    first = write_cifar_archive(tmp_path, name, n_classes=10 if name == "cifar10" else 100)
+    first = write_random_cifar(tmp_path, name, archive=True)
     train = load_cifar(name, tmp_path, train=True, download=False)
     test = load_cifar(name, tmp_path, train=False, download=False)
     assert len(train) == 20 * n_train_batches and len(test) == 20
@@ -124,7 +130,7 @@ def test_cifar_loader_reads_the_official_format(tmp_path, name, n_train_batches)
 def test_cifar_corrupt_or_missing_is_a_clear_error(tmp_path):
     with pytest.raises(DataNotFoundError, match="could not be downloaded|not in"):
         load_cifar("cifar10", tmp_path / "nothing", train=True, download=False)
-    write_cifar_archive(tmp_path)
+    write_random_cifar(tmp_path, archive=True)
     load_cifar("cifar10", tmp_path, train=True, download=False)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"garbage")
     with pytest.raises(DataNotFoundError, match="data_batch_3 is not a readable CIFAR batch"):

@@ -1,5 +1,6 @@
-"""What the benchmark scripts (``scripts/bench_*.py``) share: the machine they ran on, timing side
-by side, peak memory, and the inputs of the loss benchmarks.
+"""What the benchmarks (``sincere.bench.*``, run by ``scripts/bench_*.py`` and
+``scripts/gpu_check.py``) share: the machine they ran on, timing side by side, peak memory, and
+the inputs of the loss benchmarks.
 
 * :func:`cpu_model`, :func:`machine_description`: the machine, for the reports' headers.
 * :func:`sync`, :func:`rotated`, :func:`round_robin`: timing several callables in rounds that
@@ -7,7 +8,8 @@ by side, peak memory, and the inputs of the loss benchmarks.
 * :func:`peak_memory`, :func:`status_kib`, :func:`run_child`: the extra memory of one call, on
   CUDA from torch's allocator, on a CPU as the rise of the resident-set high-water mark (reset
   through ``/proc/self/clear_refs``), measured in a fresh process started by :func:`run_child`
-  with glibc's mmap threshold fixed, so freed buffers leave the resident set.
+  (which calls a package function there) with glibc's mmap threshold fixed, so freed buffers
+  leave the resident set.
 * :func:`loss_inputs`, :func:`quartiles`: normalised two-view embeddings and labels, and the
   (Q1, median, Q3) the reports print.
 """
@@ -136,11 +138,21 @@ def peak_memory(step: Callable[[], object], device: str | torch.device) -> tuple
     return seconds, (status_kib("VmHWM") - before) * 1024.0
 
 
-def run_child(args: Sequence[str], what: str) -> Optional[dict]:
-    """Run ``python <args>`` in a fresh process (with :data:`MEMORY_CHILD_ENV`) and return the
-    JSON object on the last line of its output; None, with its stderr printed, if it fails."""
+# The child of run_child: calls "module:function" with the JSON keyword arguments, prints the
+# JSON result on its last line.
+CHILD = ("import importlib, json, sys\n"
+         "module, name = sys.argv[1].split(':')\n"
+         "result = getattr(importlib.import_module(module), name)(**json.loads(sys.argv[2]))\n"
+         "print(json.dumps(result))\n")
+
+
+def run_child(function: str, kwargs: dict, what: str) -> Optional[dict]:
+    """Call ``function`` ("package.module:name", returning a JSON-able dict) with ``kwargs`` in
+    a fresh Python process (with :data:`MEMORY_CHILD_ENV`) and return its result; None, with the
+    child's stderr printed, if it fails."""
     env = dict(os.environ, **MEMORY_CHILD_ENV)
-    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, "-c", CHILD, function, json.dumps(kwargs)],
+                         capture_output=True, text=True, env=env)
     if out.returncode != 0:
         print(f"  {what}: failed\n{out.stderr[-2000:]}", file=sys.stderr)
         return None
