@@ -107,7 +107,7 @@ def glance_table() -> tuple[list[str], list[list[str]]]:
     rows = [[c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
             for line in section.splitlines() if line.startswith("|")]
     assert len(rows) > 2, "no table under 'Results at a glance' in README.md"
-    return rows[0], [r for r in rows[2:]]
+    return rows[0], rows[2:]
 
 
 def verdict(cell: str) -> str:
