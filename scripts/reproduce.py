@@ -12,7 +12,8 @@
 Stages that already finished with the same config are reused (a pretraining run that stopped
 part-way, e.g. pre-empted with exit status 75, is resumed: rerun the same command); ``--force`` redoes them. Runs go to runs/<dataset>-<loss>[-<setting>]
 (no suffix for paper), outputs to ``--out`` (default results/mini, results/<dataset>, or
-results/<dataset>-official), with a REPORT.md summarising the run.
+results/<dataset>-official), with a REPORT.md summarising the run; ``--update-readme`` also
+rewrites the setting's generated block in results/README.md, the results page.
 The chain itself is ``sincere.experiments``.
 """
 
@@ -27,7 +28,8 @@ from sincere.analysis.report import ReadmeBlockError
 from sincere.cli import run_command
 from sincere.config import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]        # the project: configs/, results/, README.md
+ROOT = Path(__file__).resolve().parents[1]        # the project: configs/, results/
+RESULTS_PAGE = ROOT / "results" / "README.md"     # the results page: the generated blocks
 
 
 def main(argv=None) -> int:
@@ -55,7 +57,8 @@ def main(argv=None) -> int:
                         "with single-threaded runs)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--update-readme", action="store_true",
-                   help="rewrite README.md's generated results block from --out")
+                   help="rewrite the generated results block of results/README.md (the results "
+                        "page) from --out")
     args = p.parse_args(argv)
 
     experiment = experiments.EXPERIMENTS[args.experiment]
@@ -66,7 +69,7 @@ def main(argv=None) -> int:
             ROOT, experiment, args.config, args.dataset, args.out,
             pretrain_args=tuple(args.args), linear_args=tuple(args.linear_args),
             force=args.force, bootstrap=args.bootstrap, fig3_class=args.fig3_class,
-            quiet=args.quiet, readme=ROOT / "README.md" if args.update_readme else None,
+            quiet=args.quiet, readme=RESULTS_PAGE if args.update_readme else None,
             seeds=experiments.parse_seeds(args.seeds), convergence=args.convergence,
             jobs=args.jobs)
     except ConfigError as err:

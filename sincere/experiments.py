@@ -63,7 +63,8 @@ class Arm:
 @dataclass
 class ChainOptions:
     """Where and how a chain runs. ``pretrain_args`` / ``linear_args`` are the user's ``key=value``
-    overrides (after the chain's own); ``readme``, when set, has its generated block rewritten."""
+    overrides (after the chain's own); ``readme``, when set, is the results page
+    (results/README.md) whose generated block is rewritten."""
     setting: str
     dataset: str
     config_file: Path
@@ -85,8 +86,8 @@ class ChainOptions:
 @dataclass(frozen=True)
 class Experiment:
     """What a chain runs: its arms, the folder its results go to by default (under results/),
-    its analysis step (tables and figures into ``options.out``), its REPORT.md writer and its
-    README block writer."""
+    its analysis step (tables and figures into ``options.out``), its REPORT.md writer and the
+    writer of its generated block of the results page (results/README.md)."""
     name: str
     arms: tuple[Arm, ...]
     results_folder: Callable[[str, str], str]                      # (setting, dataset) -> name
@@ -390,7 +391,7 @@ def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
     """Pretrain every arm (once per seed, and at half the epochs for the convergence check),
     linear-probe each full run, then the experiment's tables and figures (per seed, and across
     seeds when there are several), ``timings.json``, the published run logs and REPORT.md in
-    ``options.out`` (and the README block when ``options.readme`` is set); returns the stage
+    ``options.out`` (and the results page's block when ``options.readme`` is set); returns the stage
     times."""
     out = Path(options.out)
     timings_path = out / "timings.json"

@@ -1,0 +1,208 @@
+"""The documentation as a reader meets it: every relative link resolves, the front page's
+at-a-glance verdicts agree with the committed results, and the results page holds the generated
+blocks exactly as the chain would write them from the committed results."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+RESULTS_PAGE = RESULTS / "README.md"
+PAGES = [ROOT / "README.md", RESULTS_PAGE, *sorted((ROOT / "docs").glob("*.md"))]
+
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+VERDICTS = ("held", "did not hold", "inconclusive")
+
+
+def unfenced(text: str) -> str:
+    """``text`` without its fenced code blocks."""
+    kept, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def prose(text: str) -> str:
+    """``text`` without code: fenced blocks and inline spans (their brackets are not links)."""
+    return CODE_SPAN.sub("", unfenced(text))
+
+
+def links(text: str) -> list[str]:
+    """The targets of the Markdown links and images of ``text`` (outside code)."""
+    return LINK.findall(prose(text))
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = CODE_SPAN.sub(lambda m: m.group()[1:-1], heading.strip()).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    return {anchor(line.lstrip("#")) for line in unfenced(page.read_text()).splitlines()
+            if re.match(r"#{1,6} ", line)}
+
+
+def broken_links(page: Path) -> list[str]:
+    """The relative links of ``page`` whose file (or heading anchor) does not exist."""
+    broken = []
+    for target in links(page.read_text()):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):          # http:, https:, mailto: ...
+            continue
+        path, _, fragment = target.partition("#")
+        resolved = (page.parent / path).resolve() if path else page
+        if not resolved.exists():
+            broken.append(f"{target} (no such file)")
+        elif fragment and resolved.suffix == ".md" and fragment not in anchors(resolved):
+            broken.append(f"{target} (no heading #{fragment})")
+    return broken
+
+
+def test_the_front_page_links_to_the_depth():
+    targets = {t.partition("#")[0] for t in links((ROOT / "README.md").read_text())}
+    for name in ("SETTINGS", "OPERATIONS", "GPU", "BENCHMARKS", "THEORY", "FIDELITY", "FAULTS"):
+        assert f"docs/{name}.md" in targets, name
+    assert "results/README.md" in targets
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page):
+    assert broken_links(page) == [], f"broken links in {page.relative_to(ROOT)}"
+
+
+def test_the_link_check_finds_a_broken_link_and_a_missing_heading(tmp_path):
+    (tmp_path / "there.md").write_text("# A heading\n")
+    page = tmp_path / "page.md"
+    page.write_text("[ok](there.md) [gone](missing.md) ![img](gone.png) "
+                    "[head](there.md#a-heading) [nohead](there.md#b-heading) "
+                    "[self](#top) `[code](not-a-link.md)` [web](https://example.org)\n\n"
+                    "# Top\n\n```\n[fenced](not-a-link-either.md)\n```\n")
+    assert broken_links(page) == ["missing.md (no such file)", "gone.png (no such file)",
+                                  "there.md#b-heading (no heading #b-heading)"]
+
+
+def test_front_page_stays_short():
+    """Issue 21: the README is a front page; the depth is in docs/ and results/README.md."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+
+
+# ---------------------------------------------------------------------------------------------
+# The README's at-a-glance verdicts against the committed results
+# ---------------------------------------------------------------------------------------------
+
+
+def glance_table() -> tuple[list[str], list[list[str]]]:
+    """The header cells and rows of the first table under the README's 'Results at a glance'."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Results at a glance", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            for line in section.splitlines() if line.startswith("|")]
+    assert len(rows) > 2, "no table under 'Results at a glance' in README.md"
+    return rows[0], rows[2:]
+
+
+def verdict(cell: str) -> str:
+    """The verdict word of a glance cell: 'did not hold (one seed, ...)' -> 'did not hold'."""
+    return cell.split(" (")[0].strip()
+
+
+def column(header: list[str], folder: str) -> int:
+    hits = [i for i, cell in enumerate(header) if f"results/{folder}/" in cell]
+    assert len(hits) == 1, f"the glance table needs one column naming results/{folder}/"
+    return hits[0]
+
+
+@pytest.mark.parametrize("folder", ["cpu", "mini"])
+def test_glance_verdicts_match_the_committed_claims(folder):
+    claims = json.loads((RESULTS / folder / "seeds.json").read_text())["claims"]
+    header, rows = glance_table()
+    col = column(header, folder)
+    paper_rows = [r for r in rows if re.match(r"(Table|Figure) \d", r[0])]
+    assert len(paper_rows) == len(claims), "one glance row per claim of seeds.json"
+    for claim in claims:
+        key = claim["claim"].split(":")[0] + ":"                     # 'Table 1:'
+        row = [r for r in paper_rows if r[0].startswith(key)]
+        assert len(row) == 1, f"no glance row for {key}"
+        assert claim["verdict"] in VERDICTS
+        assert verdict(row[0][col]) == claim["verdict"], (
+            f"README says {row[0][col]!r} for {key} in results/{folder}; seeds.json says "
+            f"{claim['verdict']!r}")
+
+
+def hard_negative_verdict(summaries: list[dict]) -> str:
+    """Jiang et al.'s headline (H-SCL above SCL in linear top-1), by the paired test-set
+    bootstrap of each H-SCL run against SCL (SINCERE): held when every one is significantly
+    above, did not hold when every one is significantly below, else inconclusive."""
+    diffs = [(m["top1_minus_reference"], m["significant"]) for s in summaries
+             for label, m in s.items() if label.startswith("H-SCL")]
+    assert diffs, "no H-SCL run in the hard-negative summary"
+    if all(sig and d > 0 for d, sig in diffs):
+        return "held"
+    if all(sig and d < 0 for d, sig in diffs):
+        return "did not hold"
+    return "inconclusive"
+
+
+def test_hard_negative_verdict_rule():
+    up, down, flat = ({"top1_minus_reference": d, "significant": s}
+                      for d, s in ((0.02, True), (-0.02, True), (-0.01, False)))
+    assert hard_negative_verdict([{"H-SCL (β=1)": up, "H-SCL (β=2)": up}]) == "held"
+    assert hard_negative_verdict([{"H-SCL (β=1)": down, "SCL (SINCERE)": up}]) == "did not hold"
+    assert hard_negative_verdict([{"H-SCL (β=1)": down, "H-SCL (β=2)": flat}]) == "inconclusive"
+
+
+def test_glance_hard_negative_verdict_matches_the_committed_results():
+    folder = RESULTS / "hard-negatives"
+    files = ([folder / "summary.json"] if (folder / "summary.json").is_file()
+             else sorted(folder.glob("seed-*/summary.json")))
+    assert files, "no summary.json in results/hard-negatives"
+    expected = hard_negative_verdict([json.loads(f.read_text()) for f in files])
+    header, rows = glance_table()
+    row = [r for r in rows if r[0].startswith("Hard negatives")]
+    assert len(row) == 1, "no 'Hard negatives' row in the glance table"
+    assert verdict(row[0][column(header, "mini")]) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# The results page's generated blocks
+# ---------------------------------------------------------------------------------------------
+
+
+def page_block(start: str, end: str) -> str:
+    text = RESULTS_PAGE.read_text()
+    assert start in text and end in text, f"results/README.md lacks {start} ... {end}"
+    return start + text.split(start, 1)[1].split(end, 1)[0] + end
+
+
+@pytest.mark.parametrize("folder", ["cpu", "mini"])
+def test_results_page_block_is_what_the_chain_writes(folder):
+    """The block as `scripts/reproduce.py --update-readme` writes it from the committed results
+    into results/README.md (links relative to results/)."""
+    from sincere.analysis import report
+
+    out = RESULTS / folder
+    summary = json.loads((out / "seeds.json").read_text())
+    timings = json.loads((out / "timings.json").read_text())
+    by_seed = {seed: {} for seed in summary["seeds"]}
+    start, end = report.readme_markers(folder)
+    lines = report.seeds_readme_block(out, by_seed, timings, report.link(out, RESULTS_PAGE))
+    assert page_block(start, end) == "\n".join([start, ""] + lines + ["", end])
+
+
+def test_results_page_hard_negative_block_is_what_the_chain_writes():
+    from sincere.analysis import report
+
+    out = RESULTS / "hard-negatives"
+    timings = json.loads((out / "timings.json").read_text())
+    lines = report.hard_negatives_block(out, timings, report.link(out, RESULTS_PAGE))
+    assert (page_block(report.HN_START, report.HN_END)
+            == "\n".join([report.HN_START, ""] + lines + ["", report.HN_END]))
