@@ -74,7 +74,7 @@ class ChainOptions:
     linear_args: tuple[str, ...] = ()
     force: bool = False
     bootstrap: int = N_RESAMPLES
-    fig3_class: Optional[str] = None
+    fig3_class: Optional[str] = None       # None: the dataset's (data.DatasetSpec.fig3_class)
     quiet: bool = False
     readme: Optional[Path] = None
     seeds: tuple[int, ...] = (0,)          # training seeds; each arm is trained once per seed
