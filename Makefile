@@ -47,7 +47,8 @@ FASHION_MNIST_DEB_DIR := /usr/share/datasets/fashion-mnist
 LINEAR_CONFIG := configs/linear/$(CONFIG).yaml
 FIGURES_OUT   := $(DATASET)$(if $(filter paper,$(CONFIG)),,-$(CONFIG))
 EXPERIMENT    ?= main
-FIG3_CLASS    ?= $(if $(filter fashion-mnist,$(DATASET)),Coat,truck)
+# Figure 3's class for make figures; empty: the dataset's (sincere.data.DATASETS)
+FIG3_CLASS    ?=
 
 LINEAR_ARGS ?=
 FORCE       ?=
@@ -130,7 +131,7 @@ linear-eval: install
 figures: install
 	$(PY) scripts/make_figures.py runs/$(call run_name,supcon) \
 		runs/$(call run_name,sincere) \
-		--out results/$(FIGURES_OUT) --fig3-class $(FIG3_CLASS)
+		--out results/$(FIGURES_OUT) $(if $(FIG3_CLASS),--fig3-class "$(FIG3_CLASS)")
 
 reproduce-mini: install data
 	$(PY) scripts/reproduce.py --config mini --experiment $(EXPERIMENT) $(if $(FORCE),--force) \

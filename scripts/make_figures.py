@@ -2,11 +2,11 @@
 
     python scripts/make_figures.py runs/cifar10-supcon runs/cifar10-sincere --out results/cifar10
     python scripts/make_figures.py runs/fashion-mnist-supcon-mini runs/fashion-mnist-sincere-mini \
-        --out results/mini --fig3-class Coat
+        --out results/mini --fig3-class Dress   # Figure 3's class (default: the dataset's)
 
 Which run is which comes from each run's config.yaml. Embeddings are extracted once per run and
 cached (``<run>/embeddings/test.pt``), so figures regenerate in seconds. The work is
-``sincere.analysis.report.make_figures``.
+``sincere.analysis.outputs.make_figures``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sincere.analysis.report import make_figures, pair_runs
+from sincere.analysis.bootstrap import N_RESAMPLES
+from sincere.analysis.outputs import make_figures, pair_runs
 
 
 def main(argv=None) -> int:
@@ -22,10 +23,12 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs=2, help="the two run directories (SupCon and SINCERE)")
     parser.add_argument("--out", required=True, help="output folder, e.g. results/cifar10")
-    parser.add_argument("--fig3-class", default="truck",
-                        help="class of Figure 3 (default truck, as in the paper; the first "
-                             "class if the dataset has no truck)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--fig3-class", default=None,
+                        help="class of Figure 3 (default: the dataset's, sincere.data.DATASETS: "
+                             "truck for CIFAR-10 as in the paper, Coat for Fashion-MNIST, "
+                             "else the first class)")
+    parser.add_argument("--bootstrap", type=int, default=N_RESAMPLES,
+                        help=f"bootstrap resamples (default {N_RESAMPLES})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-tsne", action="store_true", help="skip the t-SNE map (slowest)")
     args = parser.parse_args(argv)
@@ -33,8 +36,11 @@ def main(argv=None) -> int:
         runs, dataset = pair_runs(args.runs)
     except ValueError as err:
         parser.error(str(err))
-    make_figures(runs, args.out, dataset, fig3_class=args.fig3_class,
-                 n_resamples=args.bootstrap, seed=args.seed, tsne=not args.no_tsne)
+    try:
+        make_figures(runs, args.out, dataset, fig3_class=args.fig3_class,
+                     n_resamples=args.bootstrap, seed=args.seed, tsne=not args.no_tsne)
+    except ValueError as err:         # a --fig3-class the dataset does not have
+        parser.error(str(err))
     return 0
 
 

@@ -24,7 +24,9 @@ import sys
 from pathlib import Path
 
 from sincere import experiments
-from sincere.analysis.report import ReadmeBlockError
+from sincere.analysis.blocks import ReadmeBlockError
+from sincere.analysis.bootstrap import N_RESAMPLES
+from sincere.analysis.seeds import TOLERANCE
 from sincere.cli import run_command
 from sincere.config import ConfigError
 
@@ -39,10 +41,11 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default=None, help="default fashion-mnist (mini) / cifar10")
     p.add_argument("--out", default=None, help="default results/mini or results/<dataset>")
     p.add_argument("--force", action="store_true", help="redo finished stages")
-    p.add_argument("--fig3-class", default=None)
+    p.add_argument("--fig3-class", default=None,
+                   help="class of Figure 3 (default: the dataset's, sincere.data.DATASETS)")
     p.add_argument("--args", nargs="*", default=[], help="pretraining overrides key=value")
     p.add_argument("--linear-args", nargs="*", default=[], help="linear-probe overrides")
-    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--bootstrap", type=int, default=N_RESAMPLES)
     p.add_argument("--experiment", choices=tuple(experiments.EXPERIMENTS), default="main",
                    help="main: SupCon vs SINCERE (the paper); hard-negatives: UCL, H-UCL, SCL, "
                         "H-SCL (Jiang et al.)")
@@ -51,7 +54,7 @@ def main(argv=None) -> int:
                         "per-seed results in <out>/seed-<s>/ and across-seed tests in <out>")
     p.add_argument("--convergence", action="store_true",
                    help="also train each loss at half the epochs (first seed) and check that its "
-                        "final loss is within 5%% of the full run's")
+                        f"final loss is within {100 * TOLERANCE:.0f}%% of the full run's")
     p.add_argument("--jobs", type=int, default=1,
                    help="pretraining runs at a time, in separate processes (2 on a 2-core CPU "
                         "with single-threaded runs)")

@@ -432,26 +432,29 @@ class DatasetSpec:
     """How to load one dataset by name: ``load(config, train, download)`` gives the split,
     ``native_size`` its image side (0: set by data.image_size), ``stats`` its per-channel
     (mean, std) (None: computed from the images), ``in_memory`` whether its images are one uint8
-    array (what the on-device pipeline, data.pipeline=device, needs)."""
+    array (what the on-device pipeline, data.pipeline=device, needs), ``fig3_class`` the target
+    class of Figure 3 by default (None: the first class; read by
+    ``sincere.analysis.outputs.figure3_class``)."""
     load: Callable[[PretrainConfig, bool, bool], Dataset]
     native_size: int
     stats: Optional[tuple]
     in_memory: bool = True
+    fig3_class: Optional[str] = None
 
 
-def _cifar_spec(name: str) -> DatasetSpec:
+def _cifar_spec(name: str, fig3_class: Optional[str] = None) -> DatasetSpec:
     return DatasetSpec(lambda config, train, download: load_cifar(name, config.data.root, train,
                                                                   download),
-                       32, (CIFAR[name]["mean"], CIFAR[name]["std"]))
+                       32, (CIFAR[name]["mean"], CIFAR[name]["std"]), fig3_class=fig3_class)
 
 
 # The dataset registry: every name the config accepts (``dataset=...``).
 DATASETS: dict[str, DatasetSpec] = {
-    "cifar10": _cifar_spec("cifar10"),
+    "cifar10": _cifar_spec("cifar10", fig3_class="truck"),      # the paper's Figure 3
     "cifar100": _cifar_spec("cifar100"),
     "fashion-mnist": DatasetSpec(
         lambda config, train, download: load_fashion_mnist(config.data.root, train, download),
-        28, FASHION_MNIST_STATS),
+        28, FASHION_MNIST_STATS, fig3_class="Coat"),
     "digits": DatasetSpec(
         lambda config, train, download: load_digits(train, config.data.subset_seed), 8, None),
     "imagefolder": DatasetSpec(

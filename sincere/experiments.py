@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from sincere.analysis import hard_negatives as hn
-from sincere.analysis import report
+from sincere.analysis.bootstrap import N_RESAMPLES
+from sincere.analysis import blocks, outputs, reports
 from sincere.config import ConfigError, LinearConfig, load_config
 from sincere.linear_eval import linear_eval
 from sincere.pretrain import pretrain
@@ -73,8 +74,8 @@ class ChainOptions:
     pretrain_args: tuple[str, ...] = ()
     linear_args: tuple[str, ...] = ()
     force: bool = False
-    bootstrap: int = 1000
-    fig3_class: Optional[str] = None
+    bootstrap: int = N_RESAMPLES
+    fig3_class: Optional[str] = None       # None: the dataset's (data.DatasetSpec.fig3_class)
     quiet: bool = False
     readme: Optional[Path] = None
     seeds: tuple[int, ...] = (0,)          # training seeds; each arm is trained once per seed
@@ -103,56 +104,35 @@ class Experiment:
 # ---------------------------------------------------------------------------------------------
 
 
-def default_fig3_class(dataset: str) -> str:
-    """The class of Figure 3: the paper's truck, or Coat for Fashion-MNIST."""
-    return "Coat" if dataset == "fashion-mnist" else "truck"
-
-
 def paper_figures(runs: dict[str, Path], options: ChainOptions) -> None:
-    report.make_figures(runs, options.out, options.dataset,
-                        fig3_class=options.fig3_class or default_fig3_class(options.dataset),
-                        n_resamples=options.bootstrap, tsne=options.tsne)
+    outputs.make_figures(runs, options.out, options.dataset, fig3_class=options.fig3_class,
+                         n_resamples=options.bootstrap, tsne=options.tsne)
 
 
 def hard_negative_figures(runs: dict[str, Path], options: ChainOptions) -> None:
-    report.make_hard_negative_figures(runs, options.out, options.dataset,
-                                      n_resamples=options.bootstrap)
+    outputs.make_hard_negative_figures(runs, options.out, options.dataset,
+                                       n_resamples=options.bootstrap)
 
 
 def summarise_main(by_seed: dict, half: dict, options: ChainOptions) -> None:
-    report.summarise_main(by_seed, half, options.out, options.dataset, options.bootstrap)
+    outputs.summarise_main(by_seed, half, options.out, options.dataset, options.bootstrap)
 
 
 def summarise_hard_negatives(by_seed: dict, half: dict, options: ChainOptions) -> None:
     if len(by_seed) > 1:
-        report.summarise_hard_negatives(by_seed, half, options.out)
-
-
-def write_hard_negatives_seeds_report(out: Path, by_seed: dict, half: dict, dataset: str,
-                                      setting: str, timings: Timings) -> None:
-    """REPORT.md over seeds of the hard-negative experiment: the across-seed accuracy table
-    and each seed's folder."""
-    lines = [f"# Hard-negative experiment: {dataset} ({setting} setting, {len(by_seed)} seeds)",
-             "", (Path(out) / "accuracy_seeds.md").read_text(), "",
-             *[f"- seed {s}: [`seed-{s}/REPORT.md`](seed-{s}/REPORT.md)" for s in by_seed], "",
-             "## Stage times (seconds)", "", *report.stage_time_lines(timings, setting), ""]
-    for seed, runs in by_seed.items():
-        folder = Path(out) / f"seed-{seed}"
-        report.write_hard_negatives_report(folder, runs, dataset, setting, {
-            k: v for k, v in timings.items() if k.endswith(f"seed {seed}")})
-    (Path(out) / "REPORT.md").write_text("\n".join(lines))
+        outputs.summarise_hard_negatives(by_seed, half, options.out)
 
 
 MAIN = Experiment(
     name="main",
-    arms=tuple(Arm(loss, loss, loss) for loss in report.PAIR),
+    arms=tuple(Arm(loss, loss, loss) for loss in outputs.PAIR),
     results_folder=lambda setting, dataset: (setting if setting in CPU_SETTINGS else dataset
                                              + ("" if setting == "paper" else f"-{setting}")),
     analyse=paper_figures,
     summarise=summarise_main,
-    write_report=report.write_report,
-    write_seeds_report=report.write_seeds_report,
-    update_readme=report.update_readme,
+    write_report=reports.write_report,
+    write_seeds_report=reports.write_seeds_report,
+    update_readme=blocks.update_readme,
 )
 HARD_NEGATIVES = Experiment(
     name="hard-negatives",
@@ -162,9 +142,9 @@ HARD_NEGATIVES = Experiment(
         + ("" if setting in ("mini", "paper") else f"-{setting}")),
     analyse=hard_negative_figures,
     summarise=summarise_hard_negatives,
-    write_report=report.write_hard_negatives_report,
-    write_seeds_report=write_hard_negatives_seeds_report,
-    update_readme=report.update_hard_negatives_readme,
+    write_report=reports.write_hard_negatives_report,
+    write_seeds_report=reports.write_hard_negatives_seeds_report,
+    update_readme=blocks.update_hard_negatives_readme,
 )
 EXPERIMENTS = {e.name: e for e in (MAIN, HARD_NEGATIVES)}
 

@@ -12,7 +12,8 @@ P_t = the other samples with t's label and N_t = the samples with another label:
 * :func:`coefficient_summary` -- the same coefficients reduced to counts and ranges in row blocks
   (memory O(chunk_size * N)): the fraction of same-class pairs a loss pushes apart, overall and
   by |P_t|. SINCERE's is exactly 0; SupCon's grows with |P_t|.
-* :func:`kl_lower_bound` -- Theorem 3's per-batch estimate mean_t (log|N_t| - L_SINCERE(z_t)).
+* :func:`kl_lower_bound` -- Theorem 3's per-batch estimate mean_t (log|N_t| - L_SINCERE(z_t)):
+  this project's estimate, not the authors' ``embed_stats`` quantity (docs/FIDELITY.md).
 * :func:`assumption1_margin` / :func:`assumption1_fraction` -- Jiang et al.'s Assumption 1 per
   anchor: the e^{beta s}-tilted mean of e^{s} over same-class samples against the one over
   other-class samples, in log space.
@@ -377,6 +378,11 @@ def kl_lower_bound(features: Tensor, labels: Optional[Tensor] = None, temperatur
     loss itself). Anchors without a positive or without a negative have no term and are left out.
     Note the bound uses the approximation of Eq. 30-31 (the negative density-ratio sum replaced by
     its mean |N_t|), and as L >= 0 the estimate can never exceed log|N_t|.
+
+    This is this project's estimate (training logs it as ``kl_lower_bound``, on the projection
+    head's z of fixed held-out batches), not the authors' ``embed_stats`` quantity, which takes
+    the encoder's features over the whole test set as one batch and log(|N_t| + 1) - L: that one
+    is :func:`sincere.analysis.kl_bound.authors_kl_estimate` (docs/FIDELITY.md, Analysis).
 
     Args:
         reduction: 'mean' (a float) or 'none' (a (N,) tensor in flat view-major order, NaN for

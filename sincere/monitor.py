@@ -118,9 +118,10 @@ def heldout_monitor(model: ContrastiveModel, data: DataBundle, config: PretrainC
     """Diagnostics of fixed held-out batches: ``monitor.heldout_batches`` batches of
     ``batch_size`` test images (one plain view each, the same images every epoch), embedded by
     the full model. Per batch: Theorem 3's KL bound estimate log|N_t| - L_SINCERE
-    (``kl_lower_bound``), the SINCERE and SupCon losses, and for each monitored beta the fraction
-    of anchors satisfying Jiang et al.'s Assumption 1 (``assumption1_b<beta>``); averaged over
-    the batches."""
+    (``kl_lower_bound``; ours, in the head space: not the authors' encoder-space, whole-test-set
+    log(|N_t| + 1) - L, see ``sincere.analysis.kl_bound``), the SINCERE and SupCon losses, and
+    for each monitored beta the fraction of anchors satisfying Jiang et al.'s Assumption 1
+    (``assumption1_b<beta>``); averaged over the batches."""
     m = config.monitor
     n = min(len(data.test_plain), m.heldout_batches * config.batch_size)
     order = torch.randperm(len(data.test_plain),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,7 +14,10 @@ import pytest
 import torch
 
 from sincere.analysis.bootstrap import paired_bootstrap
+from sincere.analysis.blocks import ReadmeBlockError, update_readme_block
 from sincere.analysis.embeddings import run_embeddings, unit_vectors
+from sincere.analysis.kl_bound import authors_kl_estimate, run_authors_kl_estimate
+from sincere.analysis.outputs import figure3_class
 from sincere.linear_eval import topk_correct
 from sincere.analysis.similarity import (
     class_similarity_matrix,
@@ -136,6 +140,73 @@ def test_encoder_space_similarity_is_the_papers_pair_loop():
 
 
 # ---------------------------------------------------------------------------------------------
+# Figure 3's class, the generated blocks, the authors' KL estimate
+# ---------------------------------------------------------------------------------------------
+
+
+def test_figure3_class_is_the_datasets_unless_asked():
+    """The dataset registry's class (truck for CIFAR-10, Coat for Fashion-MNIST), the first class
+    where it names none or the copy lacks it; a requested class the dataset lacks is an error."""
+    cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+             "truck"]
+    assert figure3_class(cifar, "cifar10") == 9
+    assert figure3_class(cifar, "cifar10", "cat") == 3
+    assert figure3_class(["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"],
+                         "fashion-mnist") == 4
+    assert figure3_class([str(d) for d in range(10)], "digits") == 0
+    assert figure3_class([f"class{i}" for i in range(10)], "cifar10") == 0   # a test copy
+    with pytest.raises(ValueError, match="'truck' is not a class of digits: choose one of '0'"):
+        figure3_class([str(d) for d in range(10)], "digits", "truck")
+
+
+def test_generated_block_is_rewritten_in_any_page(tmp_path):
+    """The block writer takes the page as a parameter: only the text between the markers
+    changes, twice in a row; a page without the markers fails naming them."""
+    page = tmp_path / "docs" / "RESULTS.md"
+    page.parent.mkdir()
+    page.write_text("# Results\n\n<!-- a:start -->\nold\n<!-- a:end -->\n\nafter\n")
+    for lines in (["| x |", "|---|", "| 1 |"], ["new"]):
+        update_readme_block(page, "<!-- a:start -->", "<!-- a:end -->", lines)
+        assert page.read_text() == ("# Results\n\n<!-- a:start -->\n\n" + "\n".join(lines)
+                                    + "\n\n<!-- a:end -->\n\nafter\n")
+    with pytest.raises(ReadmeBlockError, match="RESULTS.md has no <!-- b:start -->"):
+        update_readme_block(page, "<!-- b:start -->", "<!-- b:end -->", ["x"])
+
+
+def test_authors_kl_estimate_matches_a_direct_loop():
+    """mean_t (log(|N_t| + 1) - L_SINCERE(z_t)) written out pair by pair, dense and in row
+    chunks; a singleton class has no term; it exceeds our log|N_t| - L by mean log(1 + 1/|N_t|)."""
+    from sincere.gradients import kl_lower_bound
+    g = torch.Generator().manual_seed(3)
+    labels = torch.tensor([0, 1, 2, 0, 1, 0, 1, 0, 3, 1, 0])              # class 3: one image
+    z = torch.nn.functional.normalize(torch.randn(11, 6, dtype=torch.float64, generator=g),
+                                      dim=1)
+    tau = 0.2
+    s = z @ z.T / tau
+    terms, gaps = [], []
+    for t in range(11):
+        pos = [p for p in range(11) if p != t and labels[p] == labels[t]]
+        neg = [n for n in range(11) if labels[n] != labels[t]]
+        if not pos:
+            continue
+        neg_mass = sum(math.exp(s[t, n]) for n in neg)
+        loss = sum(-math.log(math.exp(s[t, p]) / (math.exp(s[t, p]) + neg_mass))
+                   for p in pos) / len(pos)
+        terms.append(math.log(len(neg) + 1) - loss)
+        gaps.append(math.log(1 + 1 / len(neg)))
+    expected = sum(terms) / len(terms)
+    assert authors_kl_estimate(z, labels, tau, chunk_size=None) == pytest.approx(expected,
+                                                                                 rel=1e-12)
+    assert authors_kl_estimate(z, labels, tau, chunk_size=4) == pytest.approx(expected, rel=1e-9)
+    ours = kl_lower_bound(z, labels, tau)
+    assert expected - ours == pytest.approx(sum(gaps) / len(gaps), rel=1e-9)
+    with pytest.raises(ValueError, match="one view per image"):
+        authors_kl_estimate(z[None], labels, tau)
+    with pytest.raises(ValueError, match="at least two classes"):
+        authors_kl_estimate(z, torch.zeros(11, dtype=torch.long), tau)
+
+
+# ---------------------------------------------------------------------------------------------
 # End to end on digits: pretrain both losses, linear probe, tables and figures
 # ---------------------------------------------------------------------------------------------
 
@@ -216,3 +287,23 @@ def test_make_figures_produces_every_table_and_figure(digit_runs, tmp_path):
         assert run_embeddings(run)["h"].min() >= 0
     # The embedding cache makes a second pass fast and identical.
     assert (digit_runs["sincere"] / "embeddings" / "test.pt").is_file()
+
+
+def test_authors_kl_estimate_of_a_run_and_a_bad_figure3_class(digit_runs, tmp_path):
+    """On a run's whole test set (encoder features): finite and at most log(|N_t| + 1) (the loss
+    is >= 0). make_figures.py with a class the dataset lacks stops with a one-line error."""
+    emb = run_embeddings(digit_runs["sincere"])
+    labels = emb["labels"]
+    bound = run_authors_kl_estimate(digit_runs["sincere"])
+    n_neg_max = max(int((labels != c).sum()) for c in labels.unique())
+    assert math.isfinite(bound) and bound <= math.log(n_neg_max + 1)
+    assert bound == pytest.approx(authors_kl_estimate(
+        unit_vectors(emb, "encoder"), labels, 0.1, chunk_size=None), rel=1e-9)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_figures.py"),
+                           str(digit_runs["sincere"]), str(digit_runs["supcon"]), "--out",
+                           str(tmp_path), "--fig3-class", "truck", "--no-tsne",
+                           "--bootstrap", "20"], capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert "error: Figure 3 class 'truck' is not a class of digits" in done.stderr

@@ -23,6 +23,20 @@ def test_t_interval_matches_the_textbook_values():
     assert one.mean == 0.7 and np.isnan(one.low) and "one seed" in one.text()
 
 
+def test_seed_summary_round_trips_through_json():
+    """What seeds.json stores (to_dict, then JSON) reads back to the same summary and text, also
+    from an entry that holds its per-seed values beside it; a dict without the fields fails."""
+    s = seeds.t_interval([0.1, 0.25, 0.4, 0.2])
+    stored = json.loads(json.dumps({"per_seed": [0.1, 0.25, 0.4, 0.2], **s.to_dict()}))
+    back = seeds.SeedSummary.from_dict(stored)
+    assert back == s and back.text(100, 2) == s.text(100, 2)
+    assert list(s.to_dict()) == ["mean", "sd", "low", "high", "n"]
+    one = seeds.SeedSummary.from_dict(json.loads(json.dumps(seeds.t_interval([0.5]).to_dict())))
+    assert one.n == 1 and np.isnan(one.sd) and one.text() == "0.500 (one seed)"
+    with pytest.raises(ValueError, match="sd, n missing"):
+        seeds.SeedSummary.from_dict({"mean": 1.0, "low": 0.0, "high": 2.0})
+
+
 @pytest.mark.parametrize("low, high, verdict", [(0.01, 0.2, "held"), (-0.3, -0.1, "did not hold"),
                                                 (-0.1, 0.2, "inconclusive"),
                                                 (float("nan"), float("nan"), "inconclusive")])
@@ -58,7 +72,7 @@ def test_hierarchical_bootstrap_widens_with_seed_to_seed_spread():
 
 
 def _sim(values: dict) -> dict:
-    space = {k: {"per_seed": v, **seeds.asdict(seeds.t_interval(v))} for k, v in values.items()}
+    space = {k: {"per_seed": v, **seeds.t_interval(v).to_dict()} for k, v in values.items()}
     return {"paper_space": "encoder", "encoder": {**space, "figure3_class": "Coat"}}
 
 
@@ -68,7 +82,7 @@ def test_claims_follow_the_fixed_rules():
               for s, f in enumerate([1.1, 1.2, 1.0])}
     accuracy = {"significant": False,
                 "difference_bootstrap": {"mean": 0.002, "low": -0.01, "high": 0.014},
-                "difference_t": seeds.asdict(seeds.t_interval([0.001, 0.004, 0.001]))}
+                "difference_t": seeds.t_interval([0.001, 0.004, 0.001]).to_dict()}
     similarity = _sim({"same_class": [0.02, 0.03, 0.025], "different_class": [0.1, 0.12, 0.11],
                        "target_mean": [0.01, -0.02, 0.03], "noise_mean": [-0.1, -0.12, -0.11]})
     verdicts = [c["verdict"] for c in seeds.claims(losses, accuracy, similarity)]

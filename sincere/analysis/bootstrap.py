@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+N_RESAMPLES = 1000      # the paper's 1,000 test-set resamples (Sec. 4.2); the one default of
+                        # every bootstrap here, in the chains and in the scripts (--bootstrap)
+
 
 def resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
@@ -41,7 +44,7 @@ class PairedComparison:
     significant: bool
 
 
-def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, n_resamples: int = 1000,
+def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, n_resamples: int = N_RESAMPLES,
                      seed: int = 0, alpha: float = 0.05) -> PairedComparison:
     """Bootstrap both models on the same resamples of the test set; the difference (b - a) is
     significant when its (1 - alpha) interval excludes 0."""

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sincere.analysis.bootstrap import paired_bootstrap
+from sincere.analysis.bootstrap import N_RESAMPLES, paired_bootstrap
 from sincere.analysis.figures import save_figure
 from sincere.analysis.tables import Table, load_predictions
 from sincere.gradients import beta_key
 from sincere.linear_eval import topk_correct
-from sincere.runs import read_metrics
+from sincere.runs import load_run_config, read_metrics
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ CURVES = (("UCL", "loss_infonce", None), ("H-UCL", "loss_hucl", "beta"),
           ("SCL", "loss_sincere", None), ("H-SCL", "loss_hscl", "beta"))
 
 
-def accuracy_table(runs: dict[str, Path], dataset: str, n_resamples: int = 1000,
+def accuracy_table(runs: dict[str, Path], dataset: str, n_resamples: int = N_RESAMPLES,
                    seed: int = 0) -> tuple[Table, dict]:
     """``runs`` maps method labels (``METHODS``) to run directories with linear probes."""
     if REFERENCE not in runs:
@@ -89,7 +89,8 @@ def accuracy_table(runs: dict[str, Path], dataset: str, n_resamples: int = 1000,
     note = (f"{dataset}; linear probe on the frozen encoder, mean of {n_resamples} test-set "
             "bootstrap resamples with 95% percentile intervals; differences to "
             f"{REFERENCE} are paired (same resamples) and significant when the interval "
-            "excludes 0. kNN: cosine 20-NN vote at the end of pretraining.")
+            f"excludes 0. kNN: cosine {load_run_config(runs[REFERENCE]).knn_k}-NN vote at the "
+            "end of pretraining.")
     return Table(f"Hard negatives: test accuracy ({dataset})", header, rows, note), summary
 
 

@@ -3,7 +3,7 @@
 A seed fixes everything random in training (initialisation, batch order, augmentations, the linear
 probe); the data (training subset, test set) is the same for every seed (``data.subset_seed``), so
 seed ``s`` of SupCon and seed ``s`` of SINCERE form a pair. Each seed's own outputs (its Tables
-1-2, Figures 2-3) come from :func:`sincere.analysis.report.make_figures`; this module combines
+1-2, Figures 2-3) come from :func:`sincere.analysis.outputs.make_figures`; this module combines
 them:
 
 - Table 1 per seed, with mean ± sd, beside SupCon's floor mean log|P_t| of its own batches;
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sincere.analysis.bootstrap import Interval, paired_bootstrap
+from sincere.analysis.bootstrap import N_RESAMPLES, Interval, paired_bootstrap
 from sincere.analysis.tables import NAMES, Table, complete_epochs, load_predictions
 from sincere.linear_eval import topk_correct
 from sincere.runs import read_metrics
@@ -52,6 +52,21 @@ class SeedSummary:
     low: float
     high: float
     n: int
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict (``mean``, ``sd``, ``low``, ``high``, ``n``), what
+        ``seeds.json`` stores."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SeedSummary":
+        """Read back from :meth:`to_dict`'s dict, or from any dict holding those keys among
+        others (a ``seeds.json`` entry also holds its ``per_seed`` values)."""
+        missing = [k for k in ("mean", "sd", "low", "high", "n") if k not in d]
+        if missing:
+            raise ValueError(f"not a SeedSummary: {', '.join(missing)} missing; give the dict "
+                             "SeedSummary.to_dict wrote (a seeds.json entry)")
+        return cls(d["mean"], d["sd"], d["low"], d["high"], d["n"])
 
     def text(self, scale: float = 1.0, digits: int = 3) -> str:
         if self.n < 2:
@@ -74,7 +89,7 @@ def t_interval(values, level: float = LEVEL) -> SeedSummary:
 
 
 def hierarchical_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray,
-                           n_resamples: int = 1000, seed: int = 0,
+                           n_resamples: int = N_RESAMPLES, seed: int = 0,
                            level: float = LEVEL) -> Interval:
     """Across-seed interval of mean(b - a): ``correct_*`` are (seeds, test images) 0/1 arrays
     of the same test images. Each resample draws seeds with replacement and one resample of the
@@ -119,7 +134,7 @@ def loss_summary(runs_by_seed: dict[int, dict[str, Path]], floors: dict[int, flo
     return out
 
 
-def accuracy_summary(runs_by_seed: dict[int, dict[str, Path]], n_resamples: int = 1000,
+def accuracy_summary(runs_by_seed: dict[int, dict[str, Path]], n_resamples: int = N_RESAMPLES,
                      seed: int = 0) -> dict:
     """Per seed: both probes' top-1 with the paired test-set bootstrap of the difference; across
     seeds: mean ± sd, the paired t-interval and the hierarchical bootstrap of SINCERE − SupCon."""
@@ -146,9 +161,9 @@ def accuracy_summary(runs_by_seed: dict[int, dict[str, Path]], n_resamples: int 
     across = hierarchical_bootstrap(np.stack(correct["supcon"]), np.stack(correct["sincere"]),
                                     n_resamples, seed)
     return {"per_seed": per_seed,
-            "supcon": asdict(t_interval([v["supcon_top1"] for v in per_seed.values()])),
-            "sincere": asdict(t_interval([v["sincere_top1"] for v in per_seed.values()])),
-            "difference_t": asdict(t_interval(diffs)),
+            "supcon": t_interval([v["supcon_top1"] for v in per_seed.values()]).to_dict(),
+            "sincere": t_interval([v["sincere_top1"] for v in per_seed.values()]).to_dict(),
+            "difference_t": t_interval(diffs).to_dict(),
             "difference_bootstrap": asdict(across),
             "significant": bool(across.low > 0 or across.high < 0),
             "test_images": int(len(labels0)), "n_resamples": n_resamples}
@@ -168,7 +183,7 @@ def similarity_summary(stats_by_seed: dict[int, dict]) -> dict:
                 values[key].append(f2["decrease_sincere_vs_supcon"][key])
             for key in ("target_mean", "noise_mean"):
                 values[key].append(f3["supcon"][key] - f3["sincere"][key])
-        out[space] = {key: {"per_seed": v, **asdict(t_interval(v))} for key, v in values.items()}
+        out[space] = {key: {"per_seed": v, **t_interval(v).to_dict()} for key, v in values.items()}
         out[space]["figure3_class"] = first[space]["figure3"]["class"]
     return out
 
@@ -224,8 +239,8 @@ def claims(losses: dict, accuracy: dict, similarity: dict) -> list[dict]:
                 "did not hold" if "did not hold" in (va, vb) else "inconclusive")
 
     def sim_text(a: str, b: str, what: str) -> str:
-        return (f"{what[0]} decrease {SeedSummary(**_fields(sim[a])).text()}, {what[1]} "
-                f"decrease {SeedSummary(**_fields(sim[b])).text()} (mean ± sd [95% t-interval] "
+        return (f"{what[0]} decrease {SeedSummary.from_dict(sim[a]).text()}, {what[1]} "
+                f"decrease {SeedSummary.from_dict(sim[b]).text()} (mean ± sd [95% t-interval] "
                 f"over {sim[a]['n']} seeds, {space} space)")
 
     return [
@@ -239,7 +254,7 @@ def claims(losses: dict, accuracy: dict, similarity: dict) -> list[dict]:
          "numbers": f"SINCERE − SupCon {100 * d['mean']:+.2f} points, 95% interval "
                     f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (hierarchical bootstrap "
                     f"over seeds and test images; paired t over seeds "
-                    f"{SeedSummary(**accuracy['difference_t']).text(100, 2)})"},
+                    f"{SeedSummary.from_dict(accuracy['difference_t']).text(100, 2)})"},
         {"claim": "Figure 2: SINCERE lowers the average cosine similarity of same-class and of "
                   "different-class test pairs",
          "verdict": both("same_class", "different_class"),
@@ -249,10 +264,6 @@ def claims(losses: dict, accuracy: dict, similarity: dict) -> list[dict]:
          "verdict": both("target_mean", "noise_mean"),
          "numbers": sim_text("target_mean", "noise_mean", ("target-mean", "noise-mean"))},
     ]
-
-
-def _fields(d: dict) -> dict:
-    return {k: d[k] for k in ("mean", "sd", "low", "high", "n")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +333,7 @@ def similarity_table(similarity: dict, dataset: str) -> Table:
             v = similarity[space][key]
             rows.append([space + (" (the paper's)" if space == first_space else ""), label,
                          ", ".join(f"{x:.3f}" for x in v["per_seed"]),
-                         SeedSummary(**_fields(v)).text()])
+                         SeedSummary.from_dict(v).text()])
     return Table(f"Figures 2-3 over seeds: decrease of cosine similarity, SupCon − SINCERE "
                  f"({dataset})", ["Space", "Quantity", "Per seed", "Mean ± sd [95% t-interval]"],
                  rows, "Positive: SINCERE's similarity is lower. The t-interval is over seeds "
@@ -338,7 +349,8 @@ def convergence_table(convergence: dict) -> Table:
                  "the first run)", ["Loss", "Full run", "Half run", "Difference",
                                     f"Within {100 * TOLERANCE:.0f}%"], rows,
                  "Each run's own cosine schedule ends at its last epoch, so a flat end proves "
-                 "nothing; a run of half the length ending within 5% of the full one does.")
+                 "nothing; a run of half the length ending within "
+                 f"{100 * TOLERANCE:.0f}% of the full one does.")
 
 
 def write_summary(out: Path, summary: dict) -> None:

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from sincere.analysis.bootstrap import paired_bootstrap
+from sincere.analysis.bootstrap import N_RESAMPLES, paired_bootstrap
 from sincere.linear_eval import topk_correct
 from sincere.runs import read_metrics
 
@@ -156,7 +156,8 @@ def load_predictions(run_dir: Path) -> dict:
     return torch.load(path, weights_only=False)
 
 
-def table2(runs: dict[str, Path], dataset: str, n_resamples: int = 1000, seed: int = 0) -> Table:
+def table2(runs: dict[str, Path], dataset: str, n_resamples: int = N_RESAMPLES,
+           seed: int = 0) -> Table:
     paper = quoted(dataset, "table2")
     preds = {name: load_predictions(run) for name, run in runs.items()}
     labels = preds["supcon"]["labels"].numpy()
