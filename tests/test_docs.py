@@ -187,22 +187,24 @@ def page_block(start: str, end: str) -> str:
 def test_results_page_block_is_what_the_chain_writes(folder):
     """The block as `scripts/reproduce.py --update-readme` writes it from the committed results
     into results/README.md (links relative to results/)."""
-    from sincere.analysis import report
+    from sincere.analysis import blocks
+    from sincere.analysis.formatting import link
 
     out = RESULTS / folder
     summary = json.loads((out / "seeds.json").read_text())
     timings = json.loads((out / "timings.json").read_text())
     by_seed = {seed: {} for seed in summary["seeds"]}
-    start, end = report.readme_markers(folder)
-    lines = report.seeds_readme_block(out, by_seed, timings, report.link(out, RESULTS_PAGE))
+    start, end = blocks.readme_markers(folder)
+    lines = blocks.seeds_readme_block(out, by_seed, timings, link(out, RESULTS_PAGE))
     assert page_block(start, end) == "\n".join([start, ""] + lines + ["", end])
 
 
 def test_results_page_hard_negative_block_is_what_the_chain_writes():
-    from sincere.analysis import report
+    from sincere.analysis import blocks
+    from sincere.analysis.formatting import link
 
     out = RESULTS / "hard-negatives"
     timings = json.loads((out / "timings.json").read_text())
-    lines = report.hard_negatives_block(out, timings, report.link(out, RESULTS_PAGE))
-    assert (page_block(report.HN_START, report.HN_END)
-            == "\n".join([report.HN_START, ""] + lines + ["", report.HN_END]))
+    lines = blocks.hard_negatives_block(out, timings, link(out, RESULTS_PAGE))
+    assert (page_block(blocks.HN_START, blocks.HN_END)
+            == "\n".join([blocks.HN_START, ""] + lines + ["", blocks.HN_END]))
