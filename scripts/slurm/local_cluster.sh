@@ -47,10 +47,12 @@ DIR=$(mktemp -d "${TMPDIR:-/tmp}/sincere-slurm.XXXXXX")
 chmod 700 "$DIR"
 export SINCERE_SLURM_DIR=$DIR SLURM_CONF=$DIR/slurm.conf
 
-ours() {            # pids of daemons started after this script began (not in BEFORE)
+ours() {    # live daemons started after this script began, and processes naming $DIR (jobs)
     local pid
-    for pid in $(running); do
-        case "$BEFORE" in *" $pid "*) ;; *) echo "$pid" ;; esac
+    for pid in $( (running; pgrep -f -- "$DIR") | sort -u); do
+        case "$BEFORE" in *" $pid "*) continue ;; esac
+        case "$(ps -o stat= -p "$pid" 2>/dev/null)" in ''|Z*) continue ;; esac   # gone, zombie
+        echo "$pid"
     done
 }
 
@@ -58,9 +60,16 @@ stop_all() {
     local status=$? pid left n
     trap '' INT TERM
     if [ -f "$DIR/slurmctld.pid" ] && kill -0 "$(cat "$DIR/slurmctld.pid")" 2>/dev/null; then
-        scancel --full --quiet --user="$(id -un)" 2>/dev/null   # jobs of this cluster only
+        scancel --quiet --user="$(id -un)" 2>/dev/null          # jobs of this cluster only
+        for n in $(seq 60); do                                  # KillWait (10 s) and some
+            [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.5
+        done
         scontrol shutdown >/dev/null 2>&1                       # slurmctld and slurmd
     fi
+    for n in $(seq 100); do                                     # 20 s to exit by themselves
+        [ -z "$(ours | grep -v -x "$(cat "$DIR/munged.pid" 2>/dev/null)")" ] && break
+        sleep 0.2
+    done
     for n in slurmd slurmctld munged; do                         # by pid file
         [ -f "$DIR/$n.pid" ] && kill -TERM "$(cat "$DIR/$n.pid")" 2>/dev/null
     done
@@ -83,9 +92,15 @@ stop_all() {
     say "stopped; no slurmctld, slurmd, slurmstepd or munged of this cluster is running"
     exit "$status"
 }
+interrupted() {      # INT or TERM: end COMMAND, then the EXIT trap stops the daemons
+    trap '' INT TERM
+    [ -n "${child:-}" ] && kill -TERM "$child" 2>/dev/null && wait "$child"
+    exit "$1"
+}
+child=
 trap stop_all EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'interrupted 130' INT
+trap 'interrupted 143' TERM
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -157,4 +172,6 @@ if [ "$state" != idle ]; then say "node $NODE is '$state', not idle, after 60 s"
 say "SLURM $(sinfo -V | awk '{print $2}') up: cluster sincere$$, node $NODE (2 CPUs), ports" \
     "$CTLD_PORT/$SLURMD_PORT, folder $DIR"
 
-"$@"
+"$@" &               # in the background, so that a signal to this script is handled at once
+child=$!
+wait "$child"
