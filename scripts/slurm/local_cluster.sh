@@ -10,16 +10,21 @@
 # stops every daemon it started, whatever happens (the EXIT/INT/TERM trap kills them by their
 # pid files, then checks that no slurmctld, slurmd, slurmstepd or munged started after this
 # script is left: if one is, it is killed and the script fails). A system-wide SLURM or munge
-# (/etc/slurm, /etc/munge, ports 6817/6818) is left alone: every path and port is private.
+# (/etc/slurm, /etc/munge, ports 6817/6818) is left alone: every path and port is private, and
+# an install here does not start the packages' system-wide services.
 #
 # Exit status: COMMAND's; 77 when SLURM is missing and cannot be installed (not root, or no
 # apt-get); 1 when the cluster did not come up or a daemon outlived the stop.
 # Set KEEP_SLURM_DIR=1 to keep the folder (logs of the daemons) for a post-mortem.
 set -u
+PATH=$PATH:/usr/sbin:/sbin                # the daemons live in sbin, not always on a PATH
 
 [ $# -ge 1 ] || { echo "usage: $0 COMMAND [ARGS...]" >&2; exit 2; }
-DAEMONS="slurmctld slurmd slurmstepd munged"
 say() { echo "local_cluster: $*" >&2; }
+
+DAEMONS="slurmctld slurmd slurmstepd munged"
+running() { local n; for n in $DAEMONS; do pgrep -x "$n"; done; }
+BEFORE=" $(running | xargs) "          # daemons already running: not ours, never touched
 
 # --- install ------------------------------------------------------------------------------
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null ||
@@ -31,9 +36,17 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null ||
     fi
     say "installing slurm-wlm and munge (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
+    # the packages' own services (system-wide munge, slurmctld, slurmd) are not started: a
+    # policy-rc.d that says no, for the install's duration only
+    policy=
+    trap '[ -n "$policy" ] && rm -f "$policy"' EXIT
+    [ -e /usr/sbin/policy-rc.d ] || { policy=/usr/sbin/policy-rc.d;
+        printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; }
     { apt-get install -y -q slurm-wlm munge ||
-      { apt-get update -q && apt-get install -y -q slurm-wlm munge; }; } >/dev/null ||
-        { say "apt-get install slurm-wlm munge failed"; exit 77; }
+      { apt-get update -q && apt-get install -y -q slurm-wlm munge; }; } >/dev/null
+    installed=$?
+    [ -n "$policy" ] && rm -f "$policy"
+    [ "$installed" = 0 ] || { say "apt-get install slurm-wlm munge failed"; exit 77; }
 fi
 if [ "$(id -u)" != 0 ]; then
     say "the daemons run as root here (SlurmUser=root): run as root"
@@ -41,8 +54,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # --- the private folder, and the guaranteed stop ------------------------------------------
-running() { local n; for n in $DAEMONS; do pgrep -x "$n"; done; }
-BEFORE=" $(running | xargs) "          # daemons already running: not ours, never touched
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/sincere-slurm.XXXXXX")
 chmod 700 "$DIR"
 export SINCERE_SLURM_DIR=$DIR SLURM_CONF=$DIR/slurm.conf
@@ -76,11 +87,18 @@ stop_all() {
     for n in $(seq 50); do [ -z "$(ours)" ] && break; sleep 0.2; done
     left=$(ours)
     if [ -n "$left" ]; then
-        say "still running after the stop, killed: $(ps -o pid=,comm= -p "$(echo $left | tr ' ' ',')" | xargs)"
+        say "still running after the stop, killed:" \
+            "$(ps -o pid=,comm= -p "$(echo $left | tr ' ' ',')" | xargs)"
         for pid in $left; do kill -KILL "$pid" 2>/dev/null; done
         status=1
+        for n in $(seq 25); do [ -z "$(ours)" ] && break; sleep 0.2; done
+        if [ -n "$(ours)" ]; then say "could not stop: $(ours | xargs)"; exit 1; fi
     fi
-    if [ -n "$(ours)" ]; then say "could not stop: $(ours | xargs)"; status=1; fi
+    for n in $(seq 150); do     # the daemons' parent is PID 1: wait for it to reap them too,
+        new=                    # so that no zombie slurmd & co. is listed after this script
+        for pid in $(running); do case "$BEFORE" in *" $pid "*) ;; *) new=1 ;; esac; done
+        [ -z "$new" ] && break; sleep 0.2
+    done
     if [ "${KEEP_SLURM_DIR:-0}" = 1 ] || [ "$status" != 0 ]; then
         [ "$status" != 0 ] && for n in slurmctld slurmd munged; do
             [ -s "$DIR/$n.log" ] && { say "--- tail of $DIR/$n.log"; tail -n 15 "$DIR/$n.log" >&2; }
