@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 SCRIPT = "scripts/slurm/pretrain.sbatch"
 CONFIG = "configs/mini/fashion_mnist.yaml"
 # 1,536 Fashion-MNIST images in batches of 64: 24 steps per epoch, 2 epochs, slow enough per
-# step (width 8 at 28x28) that a signal sent after step 2 arrives well inside epoch 1.
+# step (width 8 at 28x28) that a signal sent after step 2 arrives well before the run ends.
 STEPS = 24
 RUN = ["data.subset=1536", "data.test_subset=500", "batch_size=64", "epochs=2",
        "model.width=8", "data.image_size=28", "data.pipeline=device", "threads=1",
@@ -70,10 +70,10 @@ def wait_for(predicate, what: str, timeout: float = TIMEOUT) -> None:
         time.sleep(0.05)
 
 
-def step_in_epoch_1(text: str) -> int:
-    """The last step tqdm reported in epoch 1 (0 before the first)."""
-    steps = re.findall(rf"epoch 1/2:.*?\|\s*(\d+)/{STEPS} \[", text)
-    return int(steps[-1]) if steps else 0
+def step_reached(text: str) -> int:
+    """The last global step the progress bars reported (0 before the first)."""
+    steps = re.findall(rf"epoch (\d+)/2:.*?\|\s*(\d+)/{STEPS} \[", text)
+    return (int(steps[-1][0]) - 1) * STEPS + int(steps[-1][1]) if steps else 0
 
 
 def finished(job_id: str) -> bool:
@@ -84,15 +84,16 @@ def finished(job_id: str) -> bool:
 @pytest.fixture(scope="module")
 def jobs():
     """Two jobs of the same run side by side: one left alone, one sent the time limit's
-    signal (SIGUSR1 to the batch shell, as --signal=B:USR1@120 does) after step 2."""
+    signal (SIGUSR1 to the batch shell, as --signal=B:USR1@120 does) once its log shows step 2
+    (the stop lands a few steps later, inside epoch 1 or 2 depending on the machine's speed)."""
     folder = Path(os.environ["SINCERE_SLURM_DIR"]) / "jobs"        # the cluster's own folder
     folder.mkdir()
     full, stopped = sbatch("full", folder), sbatch("stopped", folder)
     try:
-        wait_for(lambda: step_in_epoch_1(log(folder, "stopped", stopped)) >= 2
+        wait_for(lambda: step_reached(log(folder, "stopped", stopped)) >= 2
                  or (time.monotonic() % 2 < 0.05 and finished(stopped)),
                  "step 2 of the job to stop")
-        signalled_at = step_in_epoch_1(log(folder, "stopped", stopped))
+        signalled_at = step_reached(log(folder, "stopped", stopped))
         subprocess.run(["scancel", "--signal=USR1", "--batch", stopped], check=True)
         wait_for(lambda: finished(full) and finished(stopped), "both jobs to finish")
     finally:
@@ -111,16 +112,17 @@ def test_the_uninterrupted_job_runs_once(jobs):
 
 def test_the_signalled_job_stops_mid_epoch_requeues_and_finishes(jobs):
     """The log shows each step, in order: start, the signal, the checkpoint at a step inside
-    epoch 1, the requeue, the second start, the resume from that step, the end."""
+    an epoch, the requeue, the second start, the resume from that step, the end."""
     text, job_id = jobs["log"], jobs["stopped"]
     info = job(job_id)
     assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1"), \
         text[-3000:]
-    assert 2 <= jobs["signalled_at"] < STEPS
-    stop = re.search(r"stopped by SIGTERM at step (\d+) \(epoch 1\)", text)
+    assert 2 <= jobs["signalled_at"] < 2 * STEPS
+    stop = re.search(r"stopped by SIGTERM at step (\d+) \(epoch (\d+)\)", text)
     assert stop, text[-3000:]
-    step = int(stop.group(1))
-    assert jobs["signalled_at"] <= step < STEPS                         # inside epoch 1
+    step, epoch = int(stop.group(1)), int(stop.group(2))
+    assert jobs["signalled_at"] <= step < 2 * STEPS and step % STEPS   # inside an epoch
+    assert epoch == step // STEPS + 1
     order = [f"job {job_id} starts (restart 0)",
              "stop signal from SLURM: asking the run to checkpoint and stop",
              f"received SIGTERM: stopping after this step (checkpoint, then exit "
@@ -128,8 +130,8 @@ def test_the_signalled_job_stops_mid_epoch_requeues_and_finishes(jobs):
              stop.group(0),
              f"pre-empted (status 1): requeueing job {job_id}",
              f"job {job_id} starts (restart 1)",
-             f"resuming {jobs['folder'] / 'stopped'} inside epoch 1 (step {step})",
-             "epoch 1/2  loss", "epoch 2/2  loss",
+             f"resuming {jobs['folder'] / 'stopped'} inside epoch {epoch} (step {step})",
+             *(f"epoch {e}/2  loss" for e in range(epoch, 3)),
              f"run directory: {jobs['folder'] / 'stopped'}",
              f"job {job_id} ends with status 0"]
     at = 0
