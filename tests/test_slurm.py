@@ -21,7 +21,7 @@ import torch
 
 from sincere.checkpoint import load_checkpoint
 from sincere.preemption import EXIT_PREEMPTED
-from tests.test_preemption import ROOT, assert_same_run, cli_env, metrics
+from tests.test_preemption import ROOT, assert_same_run, cli_env, marker_step, metrics
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("SINCERE_SLURM_DIR") or shutil.which("sbatch") is None,
@@ -29,9 +29,12 @@ pytestmark = pytest.mark.skipif(
 
 SCRIPT = "scripts/slurm/pretrain.sbatch"
 CONFIG = "configs/mini/fashion_mnist.yaml"
-# 1,536 Fashion-MNIST images in batches of 64: 24 steps per epoch, 2 epochs, slow enough per
-# step (width 8 at 28x28) that a signal sent after step 2 arrives well before the run ends.
+# 1,536 Fashion-MNIST images in batches of 64: 24 steps per epoch, 2 epochs. The job to stop
+# runs scripts/pretrain.py through tests/cli_driver.py (the script's PRETRAIN hook), which sleeps
+# SLOW seconds before each step and writes the step reached to a marker file, so that on any
+# machine the signal, sent after step 2, arrives well before the run ends.
 STEPS = 24
+SLOW = 0.25
 RUN = ["data.subset=1536", "data.test_subset=500", "batch_size=64", "epochs=2",
        "model.width=8", "data.image_size=28", "data.pipeline=device", "threads=1",
        "knn_every=0", "monitor.heldout_every=0", "checkpoint_every=0", "deterministic=true"]
@@ -40,13 +43,15 @@ CPU_NODE = ["--gres=none", "--cpus-per-task=1"]
 TIMEOUT = 900.0
 
 
-def sbatch(name: str, folder: Path) -> str:
-    """Submit the example as a user does, from the repository's root; the job id."""
+def sbatch(name: str, folder: Path, pretrain: str = "") -> str:
+    """Submit the example as a user does, from the repository's root; the job id.
+    ``pretrain``: the script's PRETRAIN (what torchrun runs), passed in the environment."""
+    env = {**cli_env(), **({"PRETRAIN": pretrain} if pretrain else {})}
     out = subprocess.run(
         ["sbatch", "--parsable", *CPU_NODE, f"--job-name={name}",
          f"--output={folder}/slurm-%x-%j.out", SCRIPT, CONFIG, *RUN,
          f"run_dir={folder / name}"],
-        cwd=ROOT, env=cli_env(), capture_output=True, text=True, check=True)
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip().split(";")[0]
 
 
@@ -70,12 +75,6 @@ def wait_for(predicate, what: str, timeout: float = TIMEOUT) -> None:
         time.sleep(0.05)
 
 
-def step_reached(text: str) -> int:
-    """The last global step the progress bars reported (0 before the first)."""
-    steps = re.findall(rf"epoch (\d+)/2:.*?\|\s*(\d+)/{STEPS} \[", text)
-    return (int(steps[-1][0]) - 1) * STEPS + int(steps[-1][1]) if steps else 0
-
-
 def finished(job_id: str) -> bool:
     return job(job_id)["JobState"] in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
                                        "NODE_FAIL", "OUT_OF_MEMORY")
@@ -84,16 +83,20 @@ def finished(job_id: str) -> bool:
 @pytest.fixture(scope="module")
 def jobs():
     """Two jobs of the same run side by side: one left alone, one sent the time limit's
-    signal (SIGUSR1 to the batch shell, as --signal=B:USR1@120 does) once its log shows step 2
-    (the stop lands a few steps later, inside epoch 1 or 2 depending on the machine's speed)."""
+    signal (SIGUSR1 to the batch shell, as --signal=B:USR1@120 does) once it has taken step 2
+    (the stop lands a few steps later, in epoch 1 or 2 depending on how loaded the machine is)."""
     folder = Path(os.environ["SINCERE_SLURM_DIR"]) / "jobs"        # the cluster's own folder
     folder.mkdir()
-    full, stopped = sbatch("full", folder), sbatch("stopped", folder)
+    marker = folder / "marker"
+    full = sbatch("full", folder)
+    stopped = sbatch("stopped", folder, f"tests/cli_driver.py --slow-steps {SLOW} --marker "
+                     f"{marker} scripts/pretrain.py")
     try:
-        wait_for(lambda: step_reached(log(folder, "stopped", stopped)) >= 2
+        wait_for(lambda: marker_step(marker) >= 2
                  or (time.monotonic() % 2 < 0.05 and finished(stopped)),
                  "step 2 of the job to stop")
-        signalled_at = step_reached(log(folder, "stopped", stopped))
+        signalled_at = marker_step(marker)
+        assert not finished(stopped), log(folder, "stopped", stopped)[-3000:]
         subprocess.run(["scancel", "--signal=USR1", "--batch", stopped], check=True)
         wait_for(lambda: finished(full) and finished(stopped), "both jobs to finish")
     finally:
