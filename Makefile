@@ -73,7 +73,7 @@ help:
 	@echo "make install       create .venv with everything (idempotent)"
 	@echo "make test          install if needed, then run the test suite"
 	@echo "make test-slurm    scripts/slurm/pretrain.sbatch on a one-node SLURM on localhost (root;"
-	@echo "                   installs slurm-wlm, munge): stop mid-epoch, requeue, resume (~5 min)"
+	@echo "                   installs slurm-wlm, munge): stop mid-epoch, requeue, resume (~3.5 min)"
 	@echo "make pretrain      DATASET=cifar10|cifar100|fashion-mnist LOSS=sincere|supcon|... "
 	@echo "                   CONFIG=paper|official|mini ARGS=\"key=value ...\" -> runs/<dataset>-<loss>[-<config>]/"
 	@echo "                   GPUS=N: N GPUs via torchrun + DDP; batch_size stays the global batch"
