@@ -60,7 +60,7 @@ SEEDS       ?=
 JOBS        ?=
 SEED_FLAGS   = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
 
-.PHONY: help install test pretrain linear-eval figures reproduce-mini reproduce-cpu \
+.PHONY: help install test test-slurm pretrain linear-eval figures reproduce-mini reproduce-cpu \
 	reproduce-paper data bench-losses bench-chunked bench-train compare-precision gpu-check clean-venv
 
 help:
@@ -73,6 +73,8 @@ help:
 	@echo "                      CONFIG=official: the authors' code as run (docs/FIDELITY.md)"
 	@echo "make install       create .venv with everything (idempotent)"
 	@echo "make test          install if needed, then run the test suite"
+	@echo "make test-slurm    scripts/slurm/pretrain.sbatch on a one-node SLURM on localhost (root;"
+	@echo "                   installs slurm-wlm, munge): stop mid-epoch, requeue, resume (~3.5 min)"
 	@echo "make pretrain      DATASET=cifar10|cifar100|fashion-mnist LOSS=sincere|supcon|... "
 	@echo "                   CONFIG=paper|official|mini ARGS=\"key=value ...\" -> runs/<dataset>-<loss>[-<config>]/"
 	@echo "                   GPUS=N: N GPUs via torchrun + DDP; batch_size stays the global batch"
@@ -107,6 +109,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: install
 	$(PY) -m pytest
+
+# A private one-node SLURM cluster for the test's duration; no daemon outlives it (docs/SLURM.md).
+test-slurm: install data
+	scripts/slurm/local_cluster.sh $(PY) -m pytest tests/test_slurm.py -p no:cacheprovider
 
 # Fashion-MNIST ships as a Debian package; install it when apt-get is usable (root), then copy
 # it into data/. Elsewhere the loader downloads it.
