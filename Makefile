@@ -59,7 +59,7 @@ SEEDS       ?=
 JOBS        ?=
 SEED_FLAGS   = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
 
-.PHONY: help install test pretrain linear-eval figures reproduce-mini reproduce-cpu \
+.PHONY: help install test test-fast pretrain linear-eval figures reproduce-mini reproduce-cpu \
 	reproduce-paper data bench-losses bench-chunked bench-train compare-precision gpu-check clean-venv
 
 help:
@@ -72,6 +72,8 @@ help:
 	@echo "                      CONFIG=official: the authors' code as run (docs/FIDELITY.md)"
 	@echo "make install       create .venv with everything (idempotent)"
 	@echo "make test          install if needed, then run the test suite"
+	@echo "make test-fast     the same without the tests marked slow (chains, multi-process runs,"
+	@echo "                   signals, notebooks, longer trainings): every module's fast tests"
 	@echo "make pretrain      DATASET=cifar10|cifar100|fashion-mnist LOSS=sincere|supcon|... "
 	@echo "                   CONFIG=paper|official|mini ARGS=\"key=value ...\" -> runs/<dataset>-<loss>[-<config>]/"
 	@echo "                   GPUS=N: N GPUs via torchrun + DDP; batch_size stays the global batch"
@@ -106,6 +108,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: install
 	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 # Fashion-MNIST ships as a Debian package; install it when apt-get is usable (root), then copy
 # it into data/. Elsewhere the loader downloads it.
