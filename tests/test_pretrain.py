@@ -318,6 +318,7 @@ def test_unknown_pipeline_is_named():
         load_config(None, ["data.pipeline=gpu"])
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tmp_path, monkeypatch):
     """A loss that turns NaN at step 3 ends the run with the step named; the epoch is neither
     logged nor checkpointed."""
