@@ -60,7 +60,7 @@ SEEDS       ?=
 JOBS        ?=
 SEED_FLAGS   = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
 
-.PHONY: help install test test-slurm pretrain linear-eval figures reproduce-mini reproduce-cpu \
+.PHONY: help install test test-fast test-slurm pretrain linear-eval figures reproduce-mini reproduce-cpu \
 	reproduce-paper data bench-losses bench-chunked bench-train compare-precision gpu-check clean-venv
 
 help:
@@ -73,6 +73,8 @@ help:
 	@echo "                      CONFIG=official: the authors' code as run (docs/FIDELITY.md)"
 	@echo "make install       create .venv with everything (idempotent)"
 	@echo "make test          install if needed, then run the test suite"
+	@echo "make test-fast     the same without the tests marked slow (chains, multi-process runs,"
+	@echo "                   signals, notebooks, longer trainings): every module's fast tests"
 	@echo "make test-slurm    scripts/slurm/pretrain.sbatch on a one-node SLURM on localhost (root;"
 	@echo "                   installs slurm-wlm, munge): stop mid-epoch, requeue, resume (~3.5 min)"
 	@echo "make pretrain      DATASET=cifar10|cifar100|fashion-mnist LOSS=sincere|supcon|... "
@@ -109,6 +111,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: install
 	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 # A private one-node SLURM cluster for the test's duration; no daemon outlives it (docs/SLURM.md).
 test-slurm: install data

@@ -222,6 +222,7 @@ def digit_runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 def test_linear_eval_writes_predictions(digit_runs):
     cfg = load_config(ROOT / "configs" / "linear" / "mini.yaml",
                       [f"run_dir={digit_runs['sincere']}", "epochs=20", "num_workers=0"],
@@ -236,6 +237,7 @@ def test_linear_eval_writes_predictions(digit_runs):
     assert json.loads((out / "metrics.json").read_text())["top1"] == metrics["top1"]
 
 
+@pytest.mark.slow
 def test_linear_eval_with_augmentation_runs(digit_runs):
     cfg = load_config(ROOT / "configs" / "linear" / "paper.yaml",
                       [f"run_dir={digit_runs['supcon']}", "epochs=1", "num_workers=0",
@@ -251,6 +253,7 @@ def test_linear_eval_needs_a_run_dir(tmp_path):
         linear_eval(cfg, progress=False)
 
 
+@pytest.mark.slow
 def test_make_figures_produces_every_table_and_figure(digit_runs, tmp_path):
     for run in digit_runs.values():
         cfg = load_config(ROOT / "configs" / "linear" / "mini.yaml",

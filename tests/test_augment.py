@@ -309,7 +309,7 @@ def _view_statistics(views: torch.Tensor) -> np.ndarray:
     return torch.cat([flat.mean(2), flat.std(2)], dim=1).numpy()
 
 
-@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("channels", [pytest.param(3, marks=pytest.mark.slow), 1])
 def test_augmented_views_match_the_pil_pipeline_in_distribution(channels):
     """Many augmented views of the same images from both pipelines: the per-view channel means
     and standard deviations have the same distributions (two-sample KS), and the same averages

@@ -242,6 +242,7 @@ COMPILED_STEP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_compiled_train_step_of_a_tiny_model():
     """``train_step`` with a torch.compile'd tiny conv net (as ``compile=true`` wraps the model)
     gives eager's losses over 3 steps, in a child process bounded to 120 s (skipped, with the

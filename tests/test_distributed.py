@@ -35,6 +35,8 @@ from sincere.pretrain import pretrain, step_values, training_loss
 from tests.helpers import DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
+# two-process and torchrun runs: minutes; `make test-fast` leaves them out
+pytestmark = pytest.mark.slow
 WORLD = 2
 N_IMAGES, N_VIEWS, DIM = 8, 2, 16            # the global batch: 8 images x 2 views
 

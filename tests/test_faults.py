@@ -21,6 +21,9 @@ import pytest
 from tests.helpers import DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
+# every case starts the command line in a process of its own: minutes; `make test-fast` leaves
+# them out
+pytestmark = pytest.mark.slow
 MINI = ROOT / "configs" / "mini" / "fashion_mnist.yaml"
 LINEAR = ROOT / "configs" / "linear" / "mini.yaml"
 FAST = DIGITS + ["epochs=1", "knn_every=0", "monitor.heldout_every=0",

@@ -92,6 +92,7 @@ BLOCKED_IMPORTS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_the_gpu_path_imports_only_the_core_packages():
     """With scikit-learn, matplotlib, the test-only extras etc. made unimportable, the package's
     training path, its benchmarks and scripts/gpu_check.py import, and tests/test_cuda.py is

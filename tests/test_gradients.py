@@ -133,23 +133,58 @@ def test_coefficient_ranges_of_section_3_3(loss):
 # ---------------------------------------------------------------------------------------------
 
 
+def eq13_eq14_coefficients(z, labels, tau):
+    """C of Eq. 13 (SINCERE) and Eq. 14 (SupCon), gradient scale, written out in fp64 with
+    plain exponentials (no log-space tricks, none of the library's code): with
+    D_tp = e^{s_tp} + sum_{n in N_t} e^{s_tn},
+    SINCERE C_tp = (e^{s_tp} / D_tp - 1) / |P_t|, C_tn = (1/|P_t|) sum_p e^{s_tn} / D_tp;
+    SupCon C_tp = e^{s_tp} / sum_{i != t} e^{s_ti} - 1/|P_t|, C_tn = e^{s_tn} / sum_{i != t}."""
+    e = torch.exp(z.double() @ z.double().T / tau)
+    n = len(labels)
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(n, dtype=torch.bool)
+    other = labels[:, None] != labels[None, :]
+    n_pos = same.sum(1, keepdim=True).double()
+    negative_sum = (e * other).sum(1, keepdim=True)                  # sum_{n in N_t} e^{s_tn}
+    denominator = e + negative_sum                                    # D_tp in column p
+    sincere = torch.where(same, (e / denominator - 1) / n_pos, 0.0)
+    sincere += torch.where(other, e * (same / denominator).sum(1, keepdim=True) / n_pos, 0.0)
+    softmax = e * ~torch.eye(n, dtype=torch.bool) / (e * ~torch.eye(n, dtype=torch.bool)).sum(
+        1, keepdim=True)
+    supcon = torch.where(same, softmax - 1 / n_pos, torch.where(other, softmax, 0.0))
+    return sincere, supcon, same
+
+
 @pytest.mark.parametrize("tau", [0.5, 0.1, 0.03, 0.01])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_sincere_repels_no_same_class_pair_exactly(tau, dtype):
-    """SINCERE's C_tp = -sigma(.)/|P_t| is <= 0 by construction: the repelled count is exactly
-    0 (not a rounding artefact), also at low temperature and in fp32, where the softmax of a
-    close partner rounds to 1."""
+def test_sincere_coefficients_are_eq13s_and_repel_no_pair_where_supcon_does(tau, dtype):
+    """The library's Eq. 13 coefficients equal the ones written out above, down to
+    tau = 0.01 and in fp32 (where the softmax of a close class-mate rounds to 1); the summary
+    counts every same-class pair and finds none repelled, and its range is Eq. 13's. On the
+    same batches SupCon's summary counts exactly the pairs Eq. 14 repels, and there are some,
+    so a zero from the counter means something."""
     for seed in range(3):
         z, labels = clustered_batch(64, 8, 4, spread=0.3 * (seed + 1), seed=seed)
         z = z.to(dtype)
-        summary = coefficient_summary(z, labels, tau, "sincere", chunk_size=24)
-        assert summary.pairs > 0 and summary.repelled == 0
-        assert summary.repelled_fraction == 0.0
-        assert summary.positive_max <= 0.0
+        sincere, supcon, same = eq13_eq14_coefficients(z, labels, tau)
+        tol = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-4,
+                                                                               atol=1e-6)
         coef = gradient_coefficients(z, labels, tau, "sincere")
-        same = (labels[:, None] == labels[None, :]) & ~torch.eye(64, dtype=torch.bool)
-        assert not bool((coef[same] > 0).any())
-        assert torch.isfinite(coef).all()
+        assert coef.dtype == dtype
+        torch.testing.assert_close(coef.double(), sincere, **tol)
+        assert not bool((coef[same] > 0).any())          # not even by rounding in fp32
+        torch.testing.assert_close(gradient_coefficients(z, labels, tau, "supcon").double(),
+                                   supcon, **tol)
+        summary = coefficient_summary(z, labels, tau, "sincere", chunk_size=24)
+        assert summary.pairs == int(same.sum()) == 4 * 16 * 15
+        assert summary.repelled == 0 and summary.repelled_fraction == 0.0
+        assert summary.positive_max <= 0.0
+        for value, expected in [(summary.positive_min, sincere[same].min()),
+                                (summary.positive_max, sincere[same].max())]:
+            torch.testing.assert_close(torch.tensor(value, dtype=torch.float64), expected, **tol)
+        counted = coefficient_summary(z, labels, tau, "supcon", chunk_size=24).repelled
+        margin = 0.0 if dtype == torch.float64 else 1e-5     # fp32 may round a sign near 0
+        assert counted > 0
+        assert int((supcon[same] > margin).sum()) <= counted <= int((supcon[same] > -margin).sum())
 
 
 def partner_coefficients(per_anchor_loss, z, tau, anchors=None):

@@ -79,6 +79,7 @@ def test_channels_last_is_kept_off_narrow_strided_1x1_convolutions_on_the_cpu(mo
     assert precision.resolve("auto", False, cpu, narrow).channels_last is False
 
 
+@pytest.mark.slow
 def test_a_run_records_what_it_resolved_to(tmp_path):
     """metrics.jsonl says whether the run trained in bf16 and channels_last."""
     from sincere.pretrain import pretrain

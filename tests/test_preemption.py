@@ -31,6 +31,8 @@ from sincere.runs import RunDirectoryError
 from tests.helpers import DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
+# real signals to real training runs: minutes; `make test-fast` leaves them out
+pytestmark = pytest.mark.slow
 MINI = ROOT / "configs" / "mini" / "fashion_mnist.yaml"
 # 160 digits in batches of 16: 10 steps per epoch, 2 epochs; the gradient monitor looks at the
 # first 4 steps of each epoch, so a stop at step 2-4 also checks that its state carries over.

@@ -202,6 +202,7 @@ def test_knn_accuracy_on_separable_features():
     assert knn_accuracy(train, torch.arange(40) % 4, test, (torch.arange(8) + 1) % 4, k=5) == 0.0
 
 
+@pytest.mark.slow
 def test_digits_training_learns(tmp_path):
     c = load_config(None, DIGITS + ["epochs=4", "checkpoint_every=2",
                                     f"run_dir={tmp_path / 'run'}"])
@@ -227,6 +228,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path):
     common = DIGITS + ["epochs=3", "deterministic=true", "knn_every=0", "data.subset=320"]
     full = pretrain(load_config(None, common + [f"run_dir={tmp_path / 'full'}"]),
@@ -287,6 +289,7 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]          # no temp files left
 
 
+@pytest.mark.slow
 def test_paper_config_dry_run_on_cifar_format_archive(tmp_path, cifar10_root):
     """The paper's ResNet-50 setting runs two steps on CPU (ARGS="epochs=1 max_steps=2
     batch_size=8"), on a CIFAR archive the test writes."""
@@ -300,6 +303,7 @@ def test_paper_config_dry_run_on_cifar_format_archive(tmp_path, cifar10_root):
     assert state["stopped_at_max_steps"] and state["step"] == 2
 
 
+@pytest.mark.slow
 def test_pretraining_with_the_on_device_pipeline(tmp_path):
     """data.pipeline=device: the same training on views made by sincere/augment.py from the
     training set held as one uint8 tensor; it learns (kNN far above chance, loss falls) and a
@@ -320,6 +324,7 @@ def test_unknown_pipeline_is_named():
         load_config(None, ["data.pipeline=gpu"])
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tmp_path, monkeypatch):
     """A loss that turns NaN at step 3 ends the run with the step named; the epoch is neither
     logged nor checkpointed."""
@@ -346,6 +351,7 @@ def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tmp_path, monk
         (tmp_path / "run" / "metrics.jsonl").read_text() == ""
 
 
+@pytest.mark.slow
 def test_the_last_partial_batch_is_kept_and_weighted_by_its_size(tmp_path):
     """data.drop_last=false (the authors' code): ceil(n / batch) steps, the last one smaller,
     and the epoch's losses are means over images."""

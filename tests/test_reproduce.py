@@ -19,6 +19,8 @@ from sincere.config import LinearConfig, load_config
 from tests.helpers import DIGITS
 
 ROOT = Path(__file__).resolve().parents[1]
+# reproduction chains (pretraining, probes, figures): minutes; `make test-fast` leaves them out
+pytestmark = pytest.mark.slow
 
 
 def script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
