@@ -1,9 +1,10 @@
-"""The on-device two-view augmentation (sincere/augment.py) against the PIL pipeline it replaces.
+"""The on-device two-view augmentation (sincere/augment/device.py, ops.py) against the PIL pipeline
+(sincere/augment/pil.py).
 
 Three kinds of check: exactness where the two can agree to the pixel (the resampling against
 PIL's resize, each colour operation against PIL/torchvision, identity and flip cases), equality in
 distribution where they cannot (crop geometry against torchvision's own ``get_params``, the
-statistics of whole augmented views against ``sincere.data.contrastive_transform``), and the
+statistics of whole augmented views against ``sincere.augment.contrastive_transform``), and the
 plumbing (per-view independence, rates, order of the jitter, reproducibility, the loader).
 """
 
@@ -21,13 +22,13 @@ from torchvision.transforms import functional as TF
 
 from sincere.augment import (
     JITTER_OPS,
-    DeviceTwoViewLoader,
     TwoViewAugment,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     build_augment,
+    contrastive_transform,
     resized_crop,
     rgb_to_gray,
     sample_crop_params,
@@ -37,10 +38,10 @@ from sincere.data import (
     ArrayImages,
     stratified_subset,
     with_transform,
-    contrastive_transform,
     dataset_tensors,
     load_digits,
 )
+from sincere.loaders import DeviceTwoViewLoader
 
 UINT8_STEP = 1.0 / 255.0
 
