@@ -11,6 +11,8 @@ plumbing (per-view independence, rates, order of the jitter, reproducibility, th
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -517,3 +519,13 @@ def test_build_augment_takes_the_pil_paths_fields():
 def test_bad_input_is_a_clear_error(make, message):
     with pytest.raises((ValueError, IndexError), match=message):
         make()
+
+
+def test_augmentation_sits_below_the_datasets_and_the_loaders():
+    """One-way flow: sincere.augment (both pipelines) imports neither sincere.data nor
+    sincere.loaders, which import it."""
+    code = ("import sys, sincere.augment; "
+            "above = {'sincere.data', 'sincere.loaders', 'sincere.pretrain'} & set(sys.modules); "
+            "assert not above, above; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
