@@ -183,6 +183,7 @@ class ColourPlan:
 
 
 def _check_output_args(size, n_views, mean, std) -> None:
+    """Raise a ValueError naming the bad output size, view count or normalisation statistics."""
     if int(size) < 1:
         raise ValueError(f"size must be a positive number of pixels; got {size}")
     if int(n_views) < 1:
@@ -195,6 +196,7 @@ def _check_output_args(size, n_views, mean, std) -> None:
 
 
 def _check_random_args(crop_scale, crop_ratio, jitter, threads, probabilities: dict) -> None:
+    """Raise a ValueError naming the bad crop range, jitter, thread count or probability."""
     if len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1]:
         raise ValueError(f"crop_scale must be (lo, hi) with 0 < lo <= hi; got {crop_scale}")
     if len(crop_ratio) != 2 or not 0 < crop_ratio[0] <= crop_ratio[1]:
@@ -346,6 +348,7 @@ class TwoViewAugment:
             return x
 
     def _check_channels(self, images: torch.Tensor) -> None:
+        """Raise a ValueError unless ``images`` are valid with one channel per mean/std entry."""
         check_images(images)
         if images.shape[1] != len(self.mean):
             raise ValueError(f"images have {images.shape[1]} channel(s) but mean/std have "
