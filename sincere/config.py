@@ -54,7 +54,7 @@ class DataConfig:
     pipeline: str = "pil"              # pil: torchvision transforms in DataLoader workers;
                                        # device: the training set as one uint8 tensor on the
                                        #   training device, augmented per sample in batched ops
-                                       #   (sincere/augment.py; not for imagefolder)
+                                       #   (sincere/augment/device.py; not for imagefolder)
     drop_last: bool = True             # false: keep each epoch's last partial batch (the authors'
                                        #   code: 98 steps per CIFAR epoch instead of 97)
     skip_unreadable: bool = False      # imagefolder: leave out image files PIL cannot read

@@ -1,12 +1,15 @@
-"""Datasets and SupCon's two-view augmentation.
+"""Datasets, and what a run's training and evaluation sets are.
 
 Datasets: CIFAR-10 and CIFAR-100 (read from CIFAR's own pickle batches; downloaded to ``data/``
 with torchvision's downloader on first use), Fashion-MNIST (``data/``, else Debian's
 ``dataset-fashion-mnist`` package folder, else downloaded), scikit-learn's digits (bundled, for
 tests), and any folder of images in torchvision's ImageFolder layout.
 
-Every dataset yields ``(image, label)`` with a PIL image; :class:`MultiView` turns a transform into
-``n_views`` independent draws stacked as one (n_views, C, H, W) tensor.
+Every dataset yields ``(image, label)`` with a PIL image. :func:`build_data` puts SupCon's two-view
+augmentation on the training set (:mod:`sincere.augment.pil`: ``MultiView`` of
+``contrastive_transform``, one (n_views, C, H, W) tensor per image) and :func:`plain_transform` on
+the evaluation sets; :func:`dataset_tensors` gives the on-device pipeline
+(:mod:`sincere.augment.device`) an in-memory dataset as one uint8 tensor.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
+from sincere.augment.pil import MultiView, contrastive_transform
 from sincere.config import ConfigError, PretrainConfig
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -335,38 +339,15 @@ def load_imagefolder(path: str | Path, train: bool, skip_unreadable: bool = Fals
 
 
 # ---------------------------------------------------------------------------------------------
-# Transforms
+# The evaluation transform (the training augmentation: sincere/augment/)
 # ---------------------------------------------------------------------------------------------
 
 
-class MultiView:
-    """Apply ``transform`` ``n_views`` times independently; stack to (n_views, C, H, W)."""
-
-    def __init__(self, transform: Callable, n_views: int = 2):
-        self.transform, self.n_views = transform, n_views
-
-    def __call__(self, image):
-        return torch.stack([self.transform(image) for _ in range(self.n_views)])
-
-    def __repr__(self):
-        return f"MultiView(n_views={self.n_views}, transform={self.transform})"
-
-
-def contrastive_transform(config: PretrainConfig, size: int, mean, std) -> T.Compose:
-    """SupCon's training augmentation: RandomResizedCrop(scale 0.2-1), horizontal flip,
-    ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale with p 0.2, normalisation."""
-    a = config.data.augment
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=tuple(a.crop_scale)),
-        T.RandomHorizontalFlip(a.flip_p),
-        T.RandomApply([T.ColorJitter(*a.jitter)], p=a.jitter_p),
-        T.RandomGrayscale(p=a.grayscale_p),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
-
-
 def plain_transform(size: int, native: int, mean, std) -> T.Compose:
+    """The deterministic transform of evaluation (kNN memory bank, linear probe, test set):
+    ``Resize(size)`` and ``CenterCrop(size)`` when ``size`` is not the native side, then
+    ``ToTensor`` and ``Normalize(mean, std)``. The training augmentation is
+    :mod:`sincere.augment`."""
     steps = [] if size == native else [T.Resize(size), T.CenterCrop(size)]
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
 
@@ -502,7 +483,7 @@ def build_data(config: PretrainConfig, download: bool = True) -> DataBundle:
 
 def dataset_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """The images of an in-memory dataset as one uint8 tensor (N, C, H, W) and its labels (N,)
-    int64, for the on-device augmentation (:class:`sincere.augment.DeviceTwoViewLoader`).
+    int64, for the on-device augmentation (:class:`sincere.loaders.DeviceTwoViewLoader`).
 
     Takes an :class:`ArrayImages` (CIFAR, Fashion-MNIST, digits) or a ``Subset`` of one at any
     depth (the stratified subsets of :func:`build_data`, e.g. ``DataBundle.train``); the

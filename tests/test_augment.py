@@ -1,15 +1,18 @@
-"""The on-device two-view augmentation (sincere/augment.py) against the PIL pipeline it replaces.
+"""The on-device two-view augmentation (sincere/augment/device.py, ops.py) against the PIL pipeline
+(sincere/augment/pil.py).
 
 Three kinds of check: exactness where the two can agree to the pixel (the resampling against
 PIL's resize, each colour operation against PIL/torchvision, identity and flip cases), equality in
 distribution where they cannot (crop geometry against torchvision's own ``get_params``, the
-statistics of whole augmented views against ``sincere.data.contrastive_transform``), and the
+statistics of whole augmented views against ``sincere.augment.contrastive_transform``), and the
 plumbing (per-view independence, rates, order of the jitter, reproducibility, the loader).
 """
 
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,13 +24,13 @@ from torchvision.transforms import functional as TF
 
 from sincere.augment import (
     JITTER_OPS,
-    DeviceTwoViewLoader,
     TwoViewAugment,
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     build_augment,
+    contrastive_transform,
     resized_crop,
     rgb_to_gray,
     sample_crop_params,
@@ -37,10 +40,10 @@ from sincere.data import (
     ArrayImages,
     stratified_subset,
     with_transform,
-    contrastive_transform,
     dataset_tensors,
     load_digits,
 )
+from sincere.loaders import DeviceTwoViewLoader
 
 UINT8_STEP = 1.0 / 255.0
 
@@ -516,3 +519,13 @@ def test_build_augment_takes_the_pil_paths_fields():
 def test_bad_input_is_a_clear_error(make, message):
     with pytest.raises((ValueError, IndexError), match=message):
         make()
+
+
+def test_augmentation_sits_below_the_datasets_and_the_loaders():
+    """One-way flow: sincere.augment (both pipelines) imports neither sincere.data nor
+    sincere.loaders, which import it."""
+    code = ("import sys, sincere.augment; "
+            "above = {'sincere.data', 'sincere.loaders', 'sincere.pretrain'} & set(sys.modules); "
+            "assert not above, above; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -305,7 +305,7 @@ def test_paper_config_dry_run_on_cifar_format_archive(tmp_path, cifar10_root):
 
 @pytest.mark.slow
 def test_pretraining_with_the_on_device_pipeline(tmp_path):
-    """data.pipeline=device: the same training on views made by sincere/augment.py from the
+    """data.pipeline=device: the same training on views made by sincere/augment/device.py from the
     training set held as one uint8 tensor; it learns (kNN far above chance, loss falls) and a
     seed fixes it (two runs give the same losses)."""
     common = DIGITS + ["epochs=3", "data.pipeline=device", "knn_every=0",

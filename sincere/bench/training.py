@@ -401,7 +401,7 @@ def render(pipeline: dict, training: dict, settings: dict, bench: TrainBench, de
         "from `sincere.loaders.batch_source`, round r drawn as epoch r. PIL DataLoader: "
         "`sincere.loaders.pil_loader` (`DataLoader(shuffle=True, drop_last=True, "
         f"num_workers={bench.workers})`); on-device: `sincere.loaders.device_pipeline` "
-        "(`sincere.augment.DeviceTwoViewLoader`: the dataset as one uint8 tensor on the device, "
+        "(`sincere.loaders.DeviceTwoViewLoader`: the dataset as one uint8 tensor on the device, "
         "per-view random crop / flip / colour jitter / grayscale as batched tensor ops).",
         "- CIFAR-10-shaped data: random uint8 32x32x3 images written in CIFAR's pickle format "
         f"by `write_cifar` ({5 * bench.cifar_per_batch:,} training images) and read by "
