@@ -227,7 +227,7 @@ def test_report_matches_its_golden_text(frozen_machine, name):
     assert render_case(name) == expected
 
 
-def test_the_golden_texts_differ_where_the_branches_do(frozen_machine):
+def test_the_golden_texts_differ_where_the_branches_do():
     """The cases are not the same report: each one's golden text is distinct, and the frozen
     machine is what the reports print."""
     texts = {name: (GOLDEN / f"{name}.md").read_text() for name in CASES}
