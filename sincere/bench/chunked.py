@@ -187,8 +187,19 @@ def render(large, small, bench: ChunkedBench, command: str, load_before: str,
            load_after: str) -> str:
     """results/benchmarks/chunked.md: the set-up, the large size's table with the acceptance
     line (peak within 2x of the estimate), and the dense-vs-chunked table."""
-    n, d = bench.size, bench.dim
-    lines = [
+    lines = render_header(bench, command, load_before, load_after)
+    lines += render_large(large, bench)
+    lines += render_acceptance(large, small)
+    if small is not None:
+        lines += render_small(small, bench)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_header(bench: ChunkedBench, command: str, load_before: str, load_after: str) -> list:
+    """The report's title and its set-up bullets: machine and load, versions, command, input,
+    how peak memory is measured, the estimate's formula."""
+    return [
         "# Chunked losses: memory-bounded forward + backward",
         "",
         f"- Machine: {machine_description(bench.device)}; device `{bench.device}`; load average "
@@ -196,7 +207,7 @@ def render(large, small, bench: ChunkedBench, command: str, load_before: str,
         f"- torch {torch.__version__}, Python {platform.python_version()}, "
         f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         f"- Command: `{command}`",
-        f"- Input: n views (n/2 images x 2 views), dim {d}, {bench.classes} classes drawn "
+        f"- Input: n views (n/2 images x 2 views), dim {bench.dim}, {bench.classes} classes drawn "
         f"uniformly, temperature {bench.temperature}, fp32.",
         "- Peak memory: extra memory of one forward+backward beyond the inputs, in a fresh "
         "process per row (" + ("CUDA max_memory_allocated" if bench.device.startswith("cuda")
@@ -208,6 +219,14 @@ def render(large, small, bench: ChunkedBench, command: str, load_before: str,
         "(int64) + pair mask and its negation (bool) + gathered positive similarities (fp32), "
         "2 * 4 n d = flattened fp32 embeddings + fp32 gradient, 64 n = per-sample vectors. "
         "Acceptance: measured peak within 2x of the estimate.",
+    ]
+
+
+def render_large(large: dict, bench: ChunkedBench) -> list:
+    """The large size's section: what its time means, and its table, a row per (loss, chunk)
+    (a failed measurement says so)."""
+    n, d = bench.size, bench.dim
+    lines = [
         "",
         f"## n = {n:,} views, dim {d}",
         "",
@@ -228,38 +247,52 @@ def render(large, small, bench: ChunkedBench, command: str, load_before: str,
             f"| {LOSS_NAMES[loss]} | {chunk} | {width if loss != 'supcon' else '–'} | "
             f"{res['seconds']:.1f} | {res['peak_bytes'] / MIB:.0f} | {est / MIB:.0f} | "
             f"{res['peak_bytes'] / est:.2f} |")
+    return lines
+
+
+def render_acceptance(large: dict, small) -> list:
+    """The acceptance line: every measured chunked peak (both sizes) within 2x of its estimate;
+    nothing when none was measured."""
     ratios = [res["peak_bytes"] / est for _, est, res in large.values() if res]
     if small is not None:
         ratios += [small[2][k]["peak_bytes"] / e for k, e in small[3].items() if small[2].get(k)]
-    if ratios:
-        verdict = "all within" if max(ratios) <= 2 and min(ratios) >= 0.5 else "NOT all within"
-        lines += ["", f"Acceptance: {len(ratios)} chunked peaks measured, {verdict} 2x of the "
-                  f"estimate (peak / estimate from {min(ratios):.2f} to {max(ratios):.2f})."]
-    if small is not None:
-        size, times, memory, estimates = small
-        lines += [
-            "",
-            f"## n = {size:,} views: dense vs chunked",
-            "",
-            f"Median over {bench.rounds} rounds that visit every entry in turn (one process); "
-            "IQR in brackets. Peak memory in a fresh process per row.",
-            "",
-            "| loss | path | median ms [IQR] | chunked / dense time | peak MiB | estimate MiB "
-            "| peak / estimate |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for (loss, chunk), ts in times.items():
-            q = quartiles(ts)
-            med = q[1]
-            dense = statistics.median(times[(loss, 0)])
-            mem = memory.get((loss, chunk))
-            mem_s = f"{mem['peak_bytes'] / MIB:.0f}" if mem else "n/a"
-            est = estimates.get((loss, chunk))
-            est_s = f"{est / MIB:.0f}" if est else "–"
-            ratio = f"{mem['peak_bytes'] / est:.2f}" if mem and est else "–"
-            path = "dense" if chunk == 0 else f"chunked, c = {chunk}"
-            lines.append(f"| {LOSS_NAMES[loss]} | {path} | {med * 1e3:.0f} "
-                         f"[{q[0] * 1e3:.0f}–{q[2] * 1e3:.0f}] | {med / dense:.2f} | {mem_s} | "
-                         f"{est_s} | {ratio} |")
-    lines.append("")
-    return "\n".join(lines)
+    if not ratios:
+        return []
+    verdict = "all within" if max(ratios) <= 2 and min(ratios) >= 0.5 else "NOT all within"
+    return ["", f"Acceptance: {len(ratios)} chunked peaks measured, {verdict} 2x of the "
+            f"estimate (peak / estimate from {min(ratios):.2f} to {max(ratios):.2f})."]
+
+
+def render_small(small: tuple, bench: ChunkedBench) -> list:
+    """The small size's section: dense vs chunked time side by side, and their peak memory."""
+    size, times, memory, estimates = small
+    lines = [
+        "",
+        f"## n = {size:,} views: dense vs chunked",
+        "",
+        f"Median over {bench.rounds} rounds that visit every entry in turn (one process); "
+        "IQR in brackets. Peak memory in a fresh process per row.",
+        "",
+        "| loss | path | median ms [IQR] | chunked / dense time | peak MiB | estimate MiB "
+        "| peak / estimate |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for (loss, chunk), ts in times.items():
+        lines.append(small_row(loss, chunk, ts, statistics.median(times[(loss, 0)]),
+                               memory.get((loss, chunk)), estimates.get((loss, chunk))))
+    return lines
+
+
+def small_row(loss: str, chunk: int, ts: list, dense: float, mem: dict | None,
+              est: float | None) -> str:
+    """One (loss, path) row of the small size's table: median [IQR] ms, its ratio to the dense
+    median ``dense``, peak memory ``mem`` against the estimate ``est`` (chunked rows only)."""
+    q = quartiles(ts)
+    med = q[1]
+    mem_s = f"{mem['peak_bytes'] / MIB:.0f}" if mem else "n/a"
+    est_s = f"{est / MIB:.0f}" if est else "–"
+    ratio = f"{mem['peak_bytes'] / est:.2f}" if mem and est else "–"
+    path = "dense" if chunk == 0 else f"chunked, c = {chunk}"
+    return (f"| {LOSS_NAMES[loss]} | {path} | {med * 1e3:.0f} "
+            f"[{q[0] * 1e3:.0f}–{q[2] * 1e3:.0f}] | {med / dense:.2f} | {mem_s} | "
+            f"{est_s} | {ratio} |")

@@ -247,7 +247,17 @@ def render(results: list, tests: dict | None, probe_s: float | None, plan: dict,
            check: GpuCheck, command: str, wall: float, device: str = "cuda") -> str:
     """results/benchmarks/gpu.md: the device, the CUDA tests' outcome, the paper setting's step
     per setting (a failed or skipped one says so), and the paper chain's hours."""
-    lines = [
+    lines = render_header(command, wall, device)
+    lines += render_tests(tests)
+    lines += render_steps(results, plan, check)
+    lines += render_chain(results, probe_s, plan)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_header(command: str, wall: float, device: str) -> list:
+    """The report's title and its bullets: device, versions and date, command."""
+    return [
         "# GPU check",
         "",
         device_line(device),
@@ -256,17 +266,24 @@ def render(results: list, tests: dict | None, probe_s: float | None, plan: dict,
         f" Python {platform.python_version()}; {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}; "
         f"the whole check took {wall / 60:.1f} min",
         f"- Command: `{command}`".rstrip(),
-        "",
-        "## CUDA tests",
-        "",
     ]
+
+
+def render_tests(tests: dict | None) -> list:
+    """The CUDA tests' section: their summary and failures, or that they were not run."""
+    lines = ["", "## CUDA tests", ""]
     if tests is None:
         lines.append("Not run (--skip-tests).")
     else:
         lines += [f"`{tests['command']}`: **{tests['summary']}** ({tests['seconds']:.0f} s, "
                   f"exit status {tests['returncode']})."]
         lines += [f"- {f}" for f in tests["failures"]]
-    lines += [
+    return lines
+
+
+def render_steps(results: list, plan: dict, check: GpuCheck) -> list:
+    """The paper setting's step: what was measured, and its table, a row per setting."""
+    lines = [
         "",
         "## The paper setting's step",
         "",
@@ -287,36 +304,28 @@ def render(results: list, tests: dict | None, probe_s: float | None, plan: dict,
         "peak GiB | loss share | data share | warm-up s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        if "error" in r:
-            what = r["error"] if r["error"].startswith("skipped") else f"failed: {r['error']}"
-            lines.append(f"| {r['setting']} | {what} |||||||")
-            continue
-        lines.append(
-            f"| {r['setting']} | {1 / r['ceiling_s']:.2f} | {1 / r['fed_s']:.2f} | "
+    return lines + [step_row(r, plan) for r in results]
+
+
+def step_row(r: dict, plan: dict) -> str:
+    """One setting's row of the step table (its error in the first cell if it failed or was
+    skipped)."""
+    if "error" in r:
+        what = r["error"] if r["error"].startswith("skipped") else f"failed: {r['error']}"
+        return f"| {r['setting']} | {what} |||||||"
+    return (f"| {r['setting']} | {1 / r['ceiling_s']:.2f} | {1 / r['fed_s']:.2f} | "
             f"{1 / r['full_s']:.2f} | "
             f"{plan['cifar10']['steps_per_epoch'] * r['full_s']:.1f} | "
             f"{r['peak_bytes'] / 2**30:.1f} | {100 * r['loss_s'] / r['full_s']:.1f}% | "
             f"{100 * r['data_s'] / r['full_s']:.1f}% | {r['warmup_s']:.0f} |")
+
+
+def render_chain(results: list, probe_s: float | None, plan: dict) -> list:
+    """The paper chain's section: its hours per measured setting, or that none was measured."""
     ok = [r for r in results if "error" not in r]
-    lines += ["", "## The paper chain at this speed", ""]
+    lines = ["", "## The paper chain at this speed", ""]
     if ok and probe_s is not None:
-        p = plan
-        lines += [
-            f"Both losses ({', '.join(LOSSES)}) x CIFAR-10/100: pretraining "
-            f"{p['cifar10']['epochs']} epochs x {p['cifar10']['steps_per_epoch']} steps "
-            f"(configs/paper/), then the linear probe {p['probe']['epochs']} epochs x "
-            f"{p['probe']['steps_per_epoch']} steps of batch {p['probe']['batch']} "
-            "(configs/linear/paper.yaml; its cost taken as the frozen encoder's fp32 forward, "
-            f"measured at {probe_s * 1000:.0f} ms per step; the probe's PIL data loading is not "
-            "included). Not included either: kNN and held-out evaluations (every 50 epochs), "
-            "checkpoints, and the first-epoch PIL start-up. One GPU, the four runs one after "
-            "another.",
-            "",
-            "| setting | one pretraining run, h | 4 pretraining runs, h | 4 probes, h | "
-            "chain, h |",
-            "|---|---:|---:|---:|---:|",
-        ]
+        lines += render_chain_head(probe_s, plan)
         for r in ok:
             pre, probes = chain_hours(r["full_s"], probe_s, plan)
             lines.append(f"| {r['setting']} | {pre / 4:.1f} | {pre:.1f} | {probes:.1f} | "
@@ -326,8 +335,27 @@ def render(results: list, tests: dict | None, probe_s: float | None, plan: dict,
                   "`compile=true`)."]
     else:
         lines.append("No setting could be measured.")
-    lines.append("")
-    return "\n".join(lines)
+    return lines
+
+
+def render_chain_head(probe_s: float, plan: dict) -> list:
+    """The paper chain's paragraph (what it counts and leaves out) and its table's header."""
+    p = plan
+    return [
+        f"Both losses ({', '.join(LOSSES)}) x CIFAR-10/100: pretraining "
+        f"{p['cifar10']['epochs']} epochs x {p['cifar10']['steps_per_epoch']} steps "
+        f"(configs/paper/), then the linear probe {p['probe']['epochs']} epochs x "
+        f"{p['probe']['steps_per_epoch']} steps of batch {p['probe']['batch']} "
+        "(configs/linear/paper.yaml; its cost taken as the frozen encoder's fp32 forward, "
+        f"measured at {probe_s * 1000:.0f} ms per step; the probe's PIL data loading is not "
+        "included). Not included either: kNN and held-out evaluations (every 50 epochs), "
+        "checkpoints, and the first-epoch PIL start-up. One GPU, the four runs one after "
+        "another.",
+        "",
+        "| setting | one pretraining run, h | 4 pretraining runs, h | 4 probes, h | "
+        "chain, h |",
+        "|---|---:|---:|---:|---:|",
+    ]
 
 
 

@@ -380,6 +380,7 @@ def render_fast(fast: dict, epoch: Optional[dict]) -> list[str]:
 
 
 def spread(values) -> str:
+    """A table cell: the median of ``values`` with its (min–max), to 0 or 1 decimal."""
     fmt = ",.0f" if statistics.median(values) >= 100 else ".1f"
     return (f"{statistics.median(values):{fmt}} ({min(values):{fmt}}–{max(values):{fmt}})")
 
@@ -387,9 +388,17 @@ def spread(values) -> str:
 def render(pipeline: dict, training: dict, settings: dict, bench: TrainBench, device,
            command: str, wall: float, load: tuple) -> str:
     """results/benchmarks/training.md, sections (a) and (b) (:func:`render_fast` adds (c), (d))."""
-    on_cuda = device.type == "cuda"
-    on_cpu = device.type == "cpu"
-    lines = [
+    lines = render_header(bench, device, command, wall, load)
+    lines += render_pipeline(pipeline, settings, bench, device.type == "cpu")
+    if training:
+        lines += render_training(training, settings, bench, device)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def render_header(bench: TrainBench, device, command: str, wall: float, load: tuple) -> list:
+    """The report's title and its set-up bullets: machine, versions, command, method, load."""
+    return [
         "# Training throughput: PIL DataLoader vs on-device augmentation",
         "",
         f"- Machine: {machine_description(device)}; device `{device}`",
@@ -413,6 +422,25 @@ def render(pipeline: dict, training: dict, settings: dict, bench: TrainBench, de
         "(min–max) over rounds. 1-minute load average at the start and the end of the run: "
         f"{load[0]:.2f}, {load[1]:.2f} (on {os.cpu_count()} cores; this run's own work adds "
         "about 1-2).",
+    ]
+
+
+def render_pipeline(pipeline: dict, settings: dict, bench: TrainBench, on_cpu: bool) -> list:
+    """Section (a): its method, its table and the acceptance line."""
+    lines = render_pipeline_head(bench, on_cpu)
+    verdicts = []
+    for name, res in pipeline.items():
+        row, verdict = pipeline_row(settings[name], res, on_cpu)
+        lines.append(row)
+        verdicts.append(verdict)
+    if verdicts:
+        lines += render_pipeline_acceptance(verdicts, bench)
+    return lines
+
+
+def render_pipeline_head(bench: TrainBench, on_cpu: bool) -> list:
+    """Section (a)'s heading, the paragraph on how it was timed, and its table's header."""
+    return [
         "",
         "## (a) Data pipeline alone",
         "",
@@ -432,71 +460,98 @@ def render(pipeline: dict, training: dict, settings: dict, bench: TrainBench, de
            if on_cpu else "") + " PIL start-up, s |",
         "|---|---|---:|---:|---:|" + ("---:|---:|" if on_cpu else "") + "---:|",
     ]
-    verdicts = []
-    for name, res in pipeline.items():
-        s = settings[name]
-        pil = statistics.median(res["pil"])
-        ratio = statistics.median(res["device"]) / pil
-        row = (f"| {s.description} | {s.config.batch_size} x {s.config.n_views} | "
-               f"{spread(res['pil'])} | {spread(res['device'])} | **{ratio:.1f}x** |")
-        if on_cpu:
-            ratio_t = statistics.median(res["device-threads"]) / pil
-            row += f" {spread(res['device-threads'])} | **{ratio_t:.1f}x** |"
-        lines.append(row + f" {statistics.median(res['startup']):.2f} |")
-        verdicts.append((s.description, ratio, ratio_t if on_cpu else None))
-    if verdicts:
-        threads = torch.get_num_threads()
 
-        def verdict(d, r, r_t):
-            text = f"{d}: {r:.1f}x with {threads} threads"
-            if r_t is not None:
-                text += f", {r_t:.1f}x with threads={bench.augment_threads}"
-            return text + f" — {'met' if max(r, r_t or 0) >= 5 else 'NOT met'}"
-        lines += ["", "Acceptance (on-device at least 5x the views/s of the PIL DataLoader with "
-                  f"{bench.workers} workers, side by side): "
-                  + "; ".join(verdict(*v) for v in verdicts) + "."]
-    if training:
-        lines += [
-            "",
-            "## (b) Training step",
-            "",
-            "Views per second of `sincere.pretrain.train_step` (forward + backward + loss + SGD "
-            "step + schedule step; nothing read back per step, as in the pretraining loop; its "
-            "monitor losses and logging not included), fed by each source; round-robin over the "
-            "feeds (rounds x timed steps in the batch column), one untimed step before each "
-            "timed run"
-            " (PIL workers start, queues fill). The ceiling trains on one pre-made batch "
-            "already on the device."
-            + (f" The on-device feed augments with `threads={bench.augment_threads}`, the model "
-               f"trains with {torch.get_num_threads()} threads." if on_cpu else "")
-            + (" bf16 autocast, channels_last, fused SGD; peak GPU memory per feed "
-               "(includes the dataset tensor on the device)." if on_cuda else ""),
-            "",
-            "| config | model | batch | feed | views/s | / ceiling |"
-            + (" peak GPU MiB |" if on_cuda else ""),
-            "|---|---|---|---|---:|---:|" + ("---:|" if on_cuda else ""),
-        ]
-        for name, res in training.items():
-            s = settings[name]
-            m = s.config.model
-            ceiling = statistics.median(res["times"][FEEDS[0]])
-            for feed in FEEDS:
-                v = statistics.median(res["times"][feed])
-                mem = f" {res['memory'][feed] / 2**20:,.0f} |" if on_cuda else ""
-                lines.append(
-                    f"| {name} ({s.config.dataset}) | {m.arch} width {m.width} "
-                    f"({res['params'] / 1e6:.1f}M) | {res['batch']} x {s.config.n_views}, "
-                    f"{res['rounds']} x {res['steps']} steps | {feed} | "
-                    f"{spread(res['times'][feed])} | {v / ceiling:.2f} |{mem}")
-        if not on_cuda and "paper" in training:
-            paper_batch = settings["paper"].config.batch_size
-            lines += ["", f"On the CPU the paper config runs at batch {bench.paper_batch} images "
-                      f"(the paper's is {paper_batch}) "
-                      "and few steps: ResNet-50 at 32x32 with a stride-1 stem is far too slow "
-                      "here for more; its numbers size the data pipeline's share, not the GPU "
-                      "run."]
-    lines.append("")
-    return "\n".join(lines)
+
+def pipeline_row(s: Setting, res: dict, on_cpu: bool) -> tuple[str, tuple]:
+    """One setting's row of section (a)'s table, and its (description, on-device / PIL,
+    on-device with the augmentation's threads / PIL or None) for the acceptance line."""
+    pil = statistics.median(res["pil"])
+    ratio = statistics.median(res["device"]) / pil
+    row = (f"| {s.description} | {s.config.batch_size} x {s.config.n_views} | "
+           f"{spread(res['pil'])} | {spread(res['device'])} | **{ratio:.1f}x** |")
+    if on_cpu:
+        ratio_t = statistics.median(res["device-threads"]) / pil
+        row += f" {spread(res['device-threads'])} | **{ratio_t:.1f}x** |"
+    row += f" {statistics.median(res['startup']):.2f} |"
+    return row, (s.description, ratio, ratio_t if on_cpu else None)
+
+
+def render_pipeline_acceptance(verdicts: list, bench: TrainBench) -> list:
+    """Section (a)'s acceptance line: on-device at least 5x PIL, per setting."""
+    threads = torch.get_num_threads()
+
+    def verdict(d, r, r_t):
+        text = f"{d}: {r:.1f}x with {threads} threads"
+        if r_t is not None:
+            text += f", {r_t:.1f}x with threads={bench.augment_threads}"
+        return text + f" — {'met' if max(r, r_t or 0) >= 5 else 'NOT met'}"
+    return ["", "Acceptance (on-device at least 5x the views/s of the PIL DataLoader with "
+            f"{bench.workers} workers, side by side): "
+            + "; ".join(verdict(*v) for v in verdicts) + "."]
+
+
+def render_training(training: dict, settings: dict, bench: TrainBench, device) -> list:
+    """Section (b): its method, its table and, on a CPU, the note on the paper config's batch."""
+    on_cuda = device.type == "cuda"
+    lines = render_training_head(bench, device)
+    for name, res in training.items():
+        lines += training_rows(name, settings[name], res, on_cuda)
+    if not on_cuda and "paper" in training:
+        lines += render_paper_batch_note(settings, bench)
+    return lines
+
+
+def render_training_head(bench: TrainBench, device) -> list:
+    """Section (b)'s heading, the paragraph on what a step is and how it was timed, and its
+    table's header (a peak-memory column on CUDA)."""
+    on_cuda = device.type == "cuda"
+    on_cpu = device.type == "cpu"
+    return [
+        "",
+        "## (b) Training step",
+        "",
+        "Views per second of `sincere.pretrain.train_step` (forward + backward + loss + SGD "
+        "step + schedule step; nothing read back per step, as in the pretraining loop; its "
+        "monitor losses and logging not included), fed by each source; round-robin over the "
+        "feeds (rounds x timed steps in the batch column), one untimed step before each "
+        "timed run"
+        " (PIL workers start, queues fill). The ceiling trains on one pre-made batch "
+        "already on the device."
+        + (f" The on-device feed augments with `threads={bench.augment_threads}`, the model "
+           f"trains with {torch.get_num_threads()} threads." if on_cpu else "")
+        + (" bf16 autocast, channels_last, fused SGD; peak GPU memory per feed "
+           "(includes the dataset tensor on the device)." if on_cuda else ""),
+        "",
+        "| config | model | batch | feed | views/s | / ceiling |"
+        + (" peak GPU MiB |" if on_cuda else ""),
+        "|---|---|---|---|---:|---:|" + ("---:|" if on_cuda else ""),
+    ]
+
+
+def training_rows(name: str, s: Setting, res: dict, on_cuda: bool) -> list:
+    """One setting's rows of section (b)'s table, a row per feed."""
+    m = s.config.model
+    ceiling = statistics.median(res["times"][FEEDS[0]])
+    rows = []
+    for feed in FEEDS:
+        v = statistics.median(res["times"][feed])
+        mem = f" {res['memory'][feed] / 2**20:,.0f} |" if on_cuda else ""
+        rows.append(
+            f"| {name} ({s.config.dataset}) | {m.arch} width {m.width} "
+            f"({res['params'] / 1e6:.1f}M) | {res['batch']} x {s.config.n_views}, "
+            f"{res['rounds']} x {res['steps']} steps | {feed} | "
+            f"{spread(res['times'][feed])} | {v / ceiling:.2f} |{mem}")
+    return rows
+
+
+def render_paper_batch_note(settings: dict, bench: TrainBench) -> list:
+    """Section (b)'s note on a CPU: the paper config ran at a small batch and few steps."""
+    paper_batch = settings["paper"].config.batch_size
+    return ["", f"On the CPU the paper config runs at batch {bench.paper_batch} images "
+            f"(the paper's is {paper_batch}) "
+            "and few steps: ResNet-50 at 32x32 with a stride-1 stem is far too slow "
+            "here for more; its numbers size the data pipeline's share, not the GPU "
+            "run."]
 
 
 
