@@ -292,6 +292,7 @@ def test_make_figures_produces_every_table_and_figure(digit_runs, tmp_path):
     assert (digit_runs["sincere"] / "embeddings" / "test.pt").is_file()
 
 
+@pytest.mark.slow
 def test_authors_kl_estimate_of_a_run_and_a_bad_figure3_class(digit_runs, tmp_path):
     """On a run's whole test set (encoder features): finite and at most log(|N_t| + 1) (the loss
     is >= 0). make_figures.py with a class the dataset lacks stops with a one-line error."""
