@@ -1,7 +1,7 @@
 """Run directories: what a run is called, what identifies it, and how to read one back.
 
 A pretraining run lives in ``runs/<name>/``: ``config.yaml``, ``metrics.jsonl``, ``tb/``,
-``checkpoints/`` and, after the linear probe, ``linear/`` (the README's "Pretrain" section). This
+``checkpoints/`` and, after the linear probe, ``linear/`` (docs/OPERATIONS.md, "Pretrain"). This
 module names runs and reads them back for every layer: pretraining (where to write, the seeds),
 the linear probe and the analysis (loading a pretrained run, embedding a dataset with it), the
 reproduction chain (whether a run finished with a given config) and the Makefile, which asks for

@@ -24,17 +24,16 @@ say() { echo "local_cluster: $*" >&2; }
 
 DAEMONS="slurmctld slurmd slurmstepd munged"
 running() { local n; for n in $DAEMONS; do pgrep -x "$n"; done; }
-BEFORE=" $(running | xargs) "          # daemons already running: not ours, never touched
 
 # --- install ------------------------------------------------------------------------------
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null ||
-   ! command -v sbatch >/dev/null; then
+   ! command -v sbatch >/dev/null || ! command -v pgrep >/dev/null; then
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
         say "SLURM is not installed and cannot be installed here (needs root and apt-get):" \
-            "apt-get install slurm-wlm munge, then rerun"
+            "apt-get install slurm-wlm munge procps, then rerun"
         exit 77
     fi
-    say "installing slurm-wlm and munge (apt-get)"
+    say "installing slurm-wlm, munge and procps (pgrep, ps) (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     # the packages' own services (system-wide munge, slurmctld, slurmd) are not started: a
     # policy-rc.d that says no, for the install's duration only
@@ -42,12 +41,14 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null ||
     trap '[ -n "$policy" ] && rm -f "$policy"' EXIT
     [ -e /usr/sbin/policy-rc.d ] || { policy=/usr/sbin/policy-rc.d;
         printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; }
-    { apt-get install -y -q slurm-wlm munge ||
-      { apt-get update -q && apt-get install -y -q slurm-wlm munge; }; } >/dev/null
+    { apt-get install -y -q slurm-wlm munge procps ||
+      { apt-get update -q && apt-get install -y -q slurm-wlm munge procps; }; } >/dev/null
     installed=$?
     [ -n "$policy" ] && rm -f "$policy"
-    [ "$installed" = 0 ] || { say "apt-get install slurm-wlm munge failed"; exit 77; }
+    [ "$installed" = 0 ] || { say "apt-get install slurm-wlm munge procps failed"; exit 77; }
 fi
+# daemons already running (after the install, which starts none): not ours, never touched
+BEFORE=" $(running | xargs) "
 if [ "$(id -u)" != 0 ]; then
     say "the daemons run as root here (SlurmUser=root): run as root"
     exit 77

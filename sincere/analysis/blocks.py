@@ -1,7 +1,7 @@
-"""The generated results blocks of a Markdown page (the README today), so no number in it is typed
-in by hand. Each block sits between a start and an end marker (``readme_markers``, ``HN_START`` /
-``HN_END``); the page is a parameter of every writer, so any Markdown file holding the markers
-can carry the blocks.
+"""The generated results blocks of a Markdown page (today the results page, results/README.md),
+so no number in it is typed in by hand. Each block sits between a start and an end marker
+(``readme_markers``, ``HN_START`` / ``HN_END``); the page is a parameter of every writer, so any
+Markdown file holding the markers can carry the blocks.
 
 - ``update_readme`` / ``update_hard_negatives_readme``: rewrite a setting's block from a results
   folder (what ``scripts/reproduce.py --update-readme`` calls with README.md);

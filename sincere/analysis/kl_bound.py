@@ -46,7 +46,8 @@ def authors_kl_estimate(features: Tensor, labels: Tensor, temperature: float = 0
     if labels.shape != features.shape[:1]:
         raise ValueError(f"labels must have one entry per row of features ({features.shape[0]}); "
                          f"got shape {tuple(labels.shape)}")
-    same = (labels[:, None] == labels[None, :]).sum(dim=1) - 1          # |P_t|
+    _, class_of, class_size = torch.unique(labels, return_inverse=True, return_counts=True)
+    same = class_size[class_of] - 1                                     # |P_t|
     n_neg = len(labels) - 1 - same                                      # |N_t|
     valid = (same > 0) & (n_neg > 0)
     if not bool(valid.any()):

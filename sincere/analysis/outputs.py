@@ -50,11 +50,14 @@ def figure3_class(classes: list[str], dataset: str, requested: Optional[str] = N
     """The index in ``classes`` of Figure 3's target class: ``requested`` if given, else the
     dataset's own (``DatasetSpec.fig3_class`` in ``sincere.data``: the paper's truck for CIFAR-10,
     Coat for Fashion-MNIST), else, or when the dataset's class is not among ``classes``, the first
-    class. A requested class that is not among ``classes`` is a ValueError naming them."""
+    class. A requested class that is not among ``classes`` is a ConfigError naming them (a
+    chain stops there with its one-line error, exit 2; rerun with a listed class and the finished
+    stages are reused)."""
     if requested is not None:
         if requested not in classes:
-            raise ValueError(f"Figure 3 class {requested!r} is not a class of {dataset}: choose "
-                             f"one of {', '.join(map(repr, classes))}")
+            raise ConfigError(f"Figure 3 class {requested!r} is not a class of {dataset}: "
+                              f"choose one of {', '.join(map(repr, classes))} (--fig3-class / "
+                              f"FIG3_CLASS)")
         return classes.index(requested)
     default = DATASETS[dataset].fig3_class if dataset in DATASETS else None
     return classes.index(default) if default in classes else 0
