@@ -61,7 +61,8 @@ JOBS        ?=
 SEED_FLAGS   = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
 
 .PHONY: help install test test-fast test-slurm pretrain linear-eval figures reproduce-mini reproduce-cpu \
-	reproduce-paper data bench-losses bench-chunked bench-train compare-precision gpu-check clean-venv
+	reproduce-paper data bench-losses bench-chunked bench-train compare-precision gpu-check clean-venv \
+	notebooks
 
 help:
 	@echo "make reproduce-mini   the paper's claims on a CPU: pretrain SupCon and SINCERE, linear"
@@ -97,6 +98,7 @@ help:
 	@echo "make bench-chunked chunked (memory-bounded) losses at 65,536 views -> results/benchmarks/chunked.md"
 	@echo "make bench-train   data pipeline and training-step views/s -> results/benchmarks/training.md"
 	@echo "make compare-precision   fp32 vs bf16 training, same seeds -> results/precision/"
+	@echo "make notebooks     execute notebooks/*.ipynb in place (after regenerating results/)"
 	@echo "make gpu-check     on a CUDA GPU (<= 8 min): the CUDA tests, the paper setting's speed"
 	@echo "                   -> results/benchmarks/gpu.md; PYTHON=python3 uses that interpreter"
 	@echo "                   as it is (no venv, no install); without CUDA it exits 2 at once"
@@ -167,6 +169,9 @@ bench-chunked: install
 
 bench-train: install data
 	$(PY) scripts/bench_train.py
+
+notebooks: install
+	$(PY) scripts/run_notebooks.py
 
 compare-precision: install data
 	$(PY) scripts/compare_precision.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ARGS),--args $(ARGS))

@@ -55,6 +55,9 @@ def main(argv=None) -> int:
     p.add_argument("--convergence", action="store_true",
                    help="also train each loss at half the epochs (first seed) and check that its "
                         f"final loss is within {100 * TOLERANCE:.0f}%% of the full run's")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip Table 2's baselines (raw pixels, the random-init encoder, the "
+                        "supervised cross-entropy encoder; first seed)")
     p.add_argument("--jobs", type=int, default=1,
                    help="pretraining runs at a time, in separate processes (2 on a 2-core CPU "
                         "with single-threaded runs)")
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
             force=args.force, bootstrap=args.bootstrap, fig3_class=args.fig3_class,
             quiet=args.quiet, readme=RESULTS_PAGE if args.update_readme else None,
             seeds=experiments.parse_seeds(args.seeds), convergence=args.convergence,
-            jobs=args.jobs)
+            jobs=args.jobs, baselines=not args.no_baselines)
     except ConfigError as err:
         p.error(str(err))
     try:

@@ -435,11 +435,19 @@ def _validate_pretrain(config: PretrainConfig) -> None:
         raise ConfigError(f"dataset {config.dataset!r} unknown; choose one of {list(DATASETS)}")
     if config.dataset == "imagefolder" and not config.data.path:
         raise ConfigError("dataset=imagefolder needs data.path=<folder with train/ and test/>")
-    try:
-        loss_options(config.loss.name)
-    except ValueError:
-        raise ConfigError(f"loss {config.loss.name!r} unknown; choose one of "
-                          f"{', '.join(LOSSES)}") from None
+    from sincere.supervised import CE, is_supervised
+    supervised = is_supervised(config.loss.name)
+    if not supervised:
+        try:
+            loss_options(config.loss.name)
+        except ValueError:
+            raise ConfigError(f"loss {config.loss.name!r} unknown; choose one of "
+                              f"{', '.join(LOSSES)}, or {CE} (supervised cross-entropy)") from None
+    m = config.monitor
+    if supervised and (m.losses or m.gradients_every or m.heldout_every):
+        raise ConfigError("loss=ce trains a classifier, so the contrastive monitors do not apply: "
+                          "set monitor.losses=[] monitor.gradients_every=0 "
+                          "monitor.heldout_every=0")
     _check_name(check_arch, "model.arch", config.model.arch)
     for key in ("epochs", "batch_size", "n_views", "model.width", "model.proj_dim"):
         obj = config

@@ -29,12 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from sincere import baselines
 from sincere.analysis import hard_negatives as hn
 from sincere.analysis.bootstrap import N_RESAMPLES
-from sincere.analysis import blocks, outputs, reports
+from sincere.analysis import baseline_table, blocks, outputs, reports
 from sincere.config import ConfigError, LinearConfig, load_config
 from sincere.linear_eval import linear_eval
 from sincere.pretrain import pretrain
+from sincere.supervised import CE
 from sincere.runs import (
     RunDirectoryError,
     checkpoint_path,
@@ -82,6 +84,8 @@ class ChainOptions:
     convergence: bool = False              # also each arm at half the epochs (first seed)
     jobs: int = 1                          # pretraining runs at a time (processes)
     tsne: bool = True                      # the t-SNE map (of the first seed only)
+    baselines: bool = True                 # the experiment's baselines (first seed): Table 2's
+                                           #   raw-pixel, random-init and supervised rows
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,11 @@ class Experiment:
     write_report: Callable[[Path, dict[str, Path], str, str, Timings], None]
     write_seeds_report: Callable[[Path, dict, dict, str, str, Timings], None]
     update_readme: Callable[..., None]
+    # Baselines, trained and probed for the first seed: pretraining arms (the supervised
+    # cross-entropy encoder) and feature baselines (``sincere.baselines``: raw pixels, the
+    # encoder at initialisation), each probed and kNN-voted like the arms.
+    baseline_arms: tuple[Arm, ...] = ()
+    feature_baselines: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,6 +127,11 @@ def summarise_main(by_seed: dict, half: dict, options: ChainOptions) -> None:
     outputs.summarise_main(by_seed, half, options.out, options.dataset, options.bootstrap)
 
 
+# The supervised reference (sincere.supervised): one view per image, the contrastive monitors off.
+CE_ARM = Arm("ce", CE, CE, ("n_views=1", "monitor.losses=[]", "monitor.gradients_every=0",
+                            "monitor.heldout_every=0"))
+
+
 def summarise_hard_negatives(by_seed: dict, half: dict, options: ChainOptions) -> None:
     if len(by_seed) > 1:
         outputs.summarise_hard_negatives(by_seed, half, options.out)
@@ -133,6 +147,8 @@ MAIN = Experiment(
     write_report=reports.write_report,
     write_seeds_report=reports.write_seeds_report,
     update_readme=blocks.update_readme,
+    baseline_arms=(CE_ARM,),
+    feature_baselines=baselines.FEATURE_BASELINES,
 )
 HARD_NEGATIVES = Experiment(
     name="hard-negatives",
@@ -323,6 +339,33 @@ def linear_stage(directory: Path, options: ChainOptions, seed: int = 0) -> bool:
     return True
 
 
+def feature_baseline_stage(kind: str, options: ChainOptions) -> tuple[Optional[Path], bool]:
+    """Probe and kNN-vote a feature baseline (``sincere.baselines``) of the setting, with the
+    first seed and the user's overrides, into ``runs/<dataset>-baseline-<kind>-<setting>``,
+    unless it finished there with the same configs; returns (its folder, whether anything ran),
+    (None, False) where the baseline does not apply (the native size is the training size)."""
+    seed = options.seeds[0]
+    config = load_config(options.config_file, [f"dataset={options.dataset}",
+                                               *((f"seed={seed}",) if seed else ()),
+                                               *options.pretrain_args])
+    if not baselines.applies(kind, config):
+        return None, False
+    directory = run_dir(dataclasses.replace(
+        config, run_dir="", name=run_name(options.dataset, f"baseline-{kind}", options.setting,
+                                          seed)))
+    linear = load_config(options.linear_file, [f"run_dir={directory}",
+                                               *((f"seed={seed}",) if seed else ()),
+                                               *options.linear_args], cls=LinearConfig)
+    if not options.force and baselines.is_done(directory, baselines.baseline_config(kind, config),
+                                               linear):
+        print(f"{directory}: baseline finished earlier with this config, reused")
+        return directory, False
+    stage(f"baseline {kind} ({options.setting}, {options.dataset})")
+    shutil.rmtree(directory, ignore_errors=True)
+    baselines.run_baseline(kind, config, linear, directory, progress=not options.quiet)
+    return directory, True
+
+
 def publish_run_logs(out: Path, runs: dict[str, Path]) -> None:
     """Copy each run's config.yaml and metrics.jsonl (small) to <out>/runs/<run name>/, so the
     committed results carry the per-epoch logs they were made from (the run directories,
@@ -381,9 +424,13 @@ def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
     timings: Timings = {}
     start = time.perf_counter()
     seeds = options.seeds
-    jobs = chain_jobs(experiment.arms, seeds, options.convergence)
+    baseline_arms = experiment.baseline_arms if options.baselines else ()
+    # the baselines' runs last: shorter than the arms' (one view), they fill the last slots
+    jobs = (chain_jobs(experiment.arms, seeds, options.convergence)
+            + [Job(arm, seeds[0]) for arm in baseline_arms])
     by_seed: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
     half: dict[str, Path] = {}
+    trained_baselines: dict[str, Path] = {}
     t0 = time.perf_counter()
     done = pretrain_all(jobs, options)
     if options.jobs > 1:
@@ -393,7 +440,10 @@ def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
     for job, (directory, ran, seconds) in done.items():
         key = f"pretrain {job.key(seeds)}"
         timings[key] = seconds if ran else recorded.get(key)
-        (half if job.variant else by_seed[job.seed])[job.arm.label] = directory
+        if job.arm in baseline_arms:
+            trained_baselines[job.arm.label] = directory
+        else:
+            (half if job.variant else by_seed[job.seed])[job.arm.label] = directory
     for seed, runs in by_seed.items():
         for label, directory in runs.items():
             key = Job(Arm(label, "", ""), seed).key(seeds)
@@ -402,13 +452,32 @@ def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
             ran = linear_stage(directory, options, seed)
             timings[f"linear probe {key}"] = (time.perf_counter() - t0 if ran
                                               else recorded.get(f"linear probe {key}"))
+    for label, directory in trained_baselines.items():
+        stage(f"linear probe {label} (baseline)")
+        t0 = time.perf_counter()
+        ran = linear_stage(directory, options, seeds[0])
+        key = f"linear probe {label} (baseline)"
+        timings[key] = time.perf_counter() - t0 if ran else recorded.get(key)
+    feature_dirs = {}
+    if options.baselines:
+        for kind in experiment.feature_baselines:
+            t0 = time.perf_counter()
+            directory, ran = feature_baseline_stage(kind, options)
+            if directory is not None:
+                feature_dirs[kind] = directory
+                key = f"baseline {kind}"
+                timings[key] = time.perf_counter() - t0 if ran else recorded.get(key)
     stage(f"tables and figures -> {out}")
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     analyse_seeds(experiment, by_seed, half, options)
+    if feature_dirs or trained_baselines:
+        baseline_table.write_baselines(by_seed, {**feature_dirs, **trained_baselines}, out,
+                                       options.dataset, options.bootstrap)
     publish_run_logs(out, {**{f"{label} {seed}": d for seed, runs in by_seed.items()
                               for label, d in runs.items()},
-                           **{f"{label} half": d for label, d in half.items()}})
+                           **{f"{label} half": d for label, d in half.items()},
+                           **{f"{label} baseline": d for label, d in trained_baselines.items()}})
     timings["tables and figures"] = time.perf_counter() - t0
     timings = with_total(timings)
     timings_path.write_text(json.dumps(timings, indent=2) + "\n")

@@ -105,7 +105,17 @@ def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
     seed_everything(config.seed)
     run_dir = Path(config.run_dir)
     _, data, model, epoch = load_pretrained(run_dir, config.checkpoint, device)
-    encoder = model.encoder                       # frozen, BatchNorm in eval mode
+    return probe(model.encoder, data, config, run_dir, device, f"epoch {epoch} encoder",
+                 {"pretrain_epoch": epoch}, progress)
+
+
+def probe(encoder: nn.Module, data, config: LinearConfig, run_dir: Path, device, what: str,
+          extra: dict, progress: bool = True) -> dict:
+    """The linear probe of a frozen ``encoder`` (a module with ``feature_dim``: a pretrained
+    encoder, or a baseline's, ``sincere.baselines``) on ``data``: trains the classifier, writes
+    ``run_dir/linear/`` and the TensorBoard curves in ``run_dir/tb/linear``, returns the metrics
+    (with ``extra`` added). The caller seeds the RNGs and sets the threads."""
+    encoder.eval()                                # frozen, BatchNorm in eval mode
     for p in encoder.parameters():
         p.requires_grad_(False)
     out_dir = run_dir / "linear"
@@ -120,7 +130,7 @@ def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
                         generator=torch.Generator().manual_seed(config.seed),
                         num_workers=config.num_workers if config.augment else 0)
     if progress:
-        print(f"linear probe on {run_dir} (epoch {epoch} encoder, {encoder.feature_dim}-d "
+        print(f"linear probe on {run_dir} ({what}, {encoder.feature_dim}-d "
               f"features, {len(data.classes)} classes, "
               f"{'augmented images' if config.augment else 'cached features'})")
     t0 = time.perf_counter()
@@ -131,7 +141,7 @@ def linear_eval(config: LinearConfig, progress: bool = True) -> dict:
         logits = classifier(test_x.to(device)).float().cpu()
     correct = {k: topk_correct(logits.numpy(), test_y.numpy(), k) for k in (1, 5)}
     metrics = {"top1": float(correct[1].mean()), "top5": float(correct[5].mean()),
-               "train_loss": train_loss, "pretrain_epoch": epoch, "n_test": len(test_y),
+               "train_loss": train_loss, **extra, "n_test": len(test_y),
                "seconds": time.perf_counter() - t0}
     save_atomic({"logits": logits, "labels": test_y, "classes": data.classes},
                 out_dir / "predictions.pt")

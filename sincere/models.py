@@ -82,8 +82,16 @@ class ContrastiveModel(nn.Module):
         return self.head(self.encoder(x))
 
 
-def build_model(config, in_channels: int) -> ContrastiveModel:
+def build_model(config, in_channels: int, n_classes: int = 0) -> nn.Module:
+    """The run's model: encoder + projection head (:class:`ContrastiveModel`), or for the
+    supervised reference (``loss=ce``) encoder + linear classifier to ``n_classes``
+    (:class:`sincere.supervised.ClassifierModel`)."""
+    from sincere.supervised import ClassifierModel, is_supervised
     m = config.model
+    if is_supervised(config.loss.name):
+        if n_classes < 2:
+            raise ValueError(f"loss=ce needs the number of classes (>= 2); got {n_classes}")
+        return ClassifierModel(m.arch, m.width, in_channels, n_classes)
     return ContrastiveModel(m.arch, m.width, in_channels, m.proj_dim)
 
 

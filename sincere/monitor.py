@@ -173,12 +173,21 @@ def knn_monitor(model: ContrastiveModel, data: DataBundle, config: PretrainConfi
     training set), the model in eval mode."""
     was_training = model.training
     model.eval()
+    accuracy = knn_of(model.features, data, config.knn_k, device, config.data.num_workers,
+                      channels_last)
+    model.train(was_training)
+    return accuracy
 
+
+def knn_of(encode, data: DataBundle, k: int, device, num_workers: int = 0,
+           channels_last: bool = False) -> float:
+    """kNN top-1 accuracy (:func:`knn_accuracy`) of the L2-normalised ``encode(x)`` of the plain
+    test images against the plain training images: the kNN monitor's measure, for any feature
+    map (an encoder's ``features``, or a baseline's, ``sincere.baselines``)."""
     def features(x):
-        return F.normalize(model.features(x).float(), dim=1)
+        return F.normalize(encode(x).float().flatten(1), dim=1)
 
-    kwargs = dict(num_workers=config.data.num_workers, channels_last=channels_last)
+    kwargs = dict(num_workers=num_workers, channels_last=channels_last)
     train_f, train_y = embed(features, data.train_plain, device, **kwargs)
     test_f, test_y = embed(features, data.test_plain, device, **kwargs)
-    model.train(was_training)
-    return knn_accuracy(train_f, train_y, test_f, test_y, config.knn_k)
+    return knn_accuracy(train_f, train_y, test_f, test_y, k)

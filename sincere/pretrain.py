@@ -83,6 +83,7 @@ from sincere.distributed import DistEnv, DistributedError
 from sincere.loaders import batch_source, device_pipeline, per_rank_batch, steps_per_epoch
 from sincere.losses import build_loss, loss_options
 from sincere.models import ContrastiveModel, build_model, count_parameters
+from sincere.supervised import ViewCrossEntropy, is_supervised
 from sincere.monitor import GradientMonitor, build_monitors, heldout_monitor, knn_monitor
 from sincere.optim import build_optimizer, build_scheduler
 from sincere.precision import FastPath
@@ -243,7 +244,7 @@ def set_up(config: PretrainConfig, env: DistEnv) -> Run:
     if env.is_main:
         env.barrier()
     pipeline = device_pipeline(data, config, device) if config.data.pipeline == "device" else None
-    model = build_model(config, data.in_channels).to(device)
+    model = build_model(config, data.in_channels, len(data.classes)).to(device)
     if config.distributed.sync_bn and env.distributed:
         if not on_cuda:
             raise DistributedError(
@@ -253,9 +254,12 @@ def set_up(config: PretrainConfig, env: DistEnv) -> Run:
     fast = resolve_precision(config.amp, config.channels_last, device, model)
     if fast.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    options = {k: v for k, v in dataclasses.asdict(config.loss).items()
-               if k in loss_options(config.loss.name)}
-    loss_fn = build_loss(config.loss.name, **options)
+    if is_supervised(config.loss.name):
+        loss_fn = ViewCrossEntropy()
+    else:
+        options = {k: v for k, v in dataclasses.asdict(config.loss).items()
+                   if k in loss_options(config.loss.name)}
+        loss_fn = build_loss(config.loss.name, **options)
     steps = steps_per_epoch(data, config)
     optimizer = build_optimizer(model, config.optim, fused=on_cuda)
     scheduler = build_scheduler(optimizer, config.epochs * steps, steps, config.optim)
@@ -534,7 +538,8 @@ def epoch_record(run: Run, epoch: int, result: EpochSums,
     record.update(gradients.record())
     last_epoch = epoch + 1 == config.epochs or result.stopped
     m = config.monitor
-    if env.is_main and (last_epoch or (m.heldout_every and (epoch + 1) % m.heldout_every == 0)):
+    if env.is_main and not is_supervised(config.loss.name) and (
+            last_epoch or (m.heldout_every and (epoch + 1) % m.heldout_every == 0)):
         record.update(heldout_monitor(run.model, run.data, config, env.device, run.channels_last))
     if env.is_main and (last_epoch or (config.knn_every and (epoch + 1) % config.knn_every == 0)):
         record["knn_top1"] = knn_monitor(run.model, run.data, config, env.device,

@@ -168,7 +168,7 @@ def load_pretrained(directory: str | Path, checkpoint: str, device):
     from sincere.models import build_model
     config = load_run_config(directory)
     data = build_data(config)
-    model = build_model(config, data.in_channels)
+    model = build_model(config, data.in_channels, len(data.classes))
     state = load_checkpoint(checkpoint_path(directory, checkpoint),
                             expect=identity(config, data.in_channels))
     model.load_state_dict(state["model"])

@@ -53,16 +53,19 @@ def test_reproduce_paper_dry_run_and_reuse(tmp_path, cifar10_root, monkeypatch, 
         assert (out / "runs" / f"cifar10-{loss}" / "metrics.jsonl").is_file()
     report = (out / "REPORT.md").read_text()
     assert "resnet50" in report and "Table 2" in report and "SupCon's floor" in report
-    assert list(first) == ["pretrain supcon", "pretrain sincere", "linear probe supcon",
-                           "linear probe sincere", "tables and figures", "total"]
+    assert list(first) == ["pretrain supcon", "pretrain sincere", "pretrain ce",
+                           "linear probe supcon", "linear probe sincere",
+                           "linear probe ce (baseline)", "baseline pixels", "baseline random",
+                           "tables and figures", "total"]   # CIFAR's native size is trained on
     assert all(v is not None and v > 0 for v in first.values())
     capsys.readouterr()
 
     request.getfixturevalue("figures_not_rasterised")     # the first invocation rendered them
     second = experiments.run_chain(experiments.MAIN, options)
     printed = capsys.readouterr().out
-    assert printed.count("finished earlier with this config, reused") == 2
-    assert printed.count("finished earlier with this config and checkpoint, reused") == 2
+    assert printed.count(": finished earlier with this config, reused") == 3
+    assert printed.count("baseline finished earlier with this config, reused") == 2
+    assert printed.count("finished earlier with this config and checkpoint, reused") == 3
     for key in ("pretrain supcon", "pretrain sincere", "linear probe supcon"):
         assert second[key] == first[key]                  # the recorded time, not the rerun's
     assert json.loads((out / "timings.json").read_text()) == second
@@ -179,7 +182,7 @@ def test_reproduce_official_setting_dry_run(tmp_path, cifar10_root, monkeypatch,
     <dataset>-<loss>-official, results in results/cifar10-official, the settings recorded."""
     monkeypatch.chdir(tmp_path)
     options = experiments.chain_options(
-        ROOT, experiments.MAIN, "official", "cifar10", bootstrap=50, quiet=True,
+        ROOT, experiments.MAIN, "official", "cifar10", bootstrap=50, quiet=True, baselines=False,
         pretrain_args=("epochs=1", "max_steps=2", "batch_size=8", "model.arch=resnet18",
                        "model.width=8", "data.num_workers=0", f"data.root={cifar10_root}",
                        "threads=2", "knn_every=0"),
@@ -240,6 +243,21 @@ def test_chain_over_seeds_with_the_convergence_check(tmp_path, monkeypatch,
     assert summary["convergence"]["sincere"]["half_epochs"] == 1
     report = (out / "REPORT.md").read_text()
     assert "2 seeds" in report and "## The paper's claims" in report and "Convergence" in report
+    # the baselines, for the first seed: the supervised encoder's run, probed; raw pixels at the
+    # training (16x16) and native (8x8) sizes and the random-init encoder, each probed and voted
+    assert (runs / "fashion-mnist-ce-mini" / "linear" / "predictions.pt").is_file()
+    assert (out / "runs" / "fashion-mnist-ce-mini" / "metrics.jsonl").is_file()
+    assert load_config(runs / "fashion-mnist-ce-mini" / "config.yaml").n_views == 1
+    for kind in ("pixels", "pixels-native", "random"):
+        assert (runs / f"fashion-mnist-baseline-{kind}-mini" / "baseline.json").is_file(), kind
+        assert f"baseline {kind}" in timings
+    rows = json.loads((out / "baselines.json").read_text())["rows"]
+    assert [(r["kind"], r["seeds"]) for r in rows] == [
+        ("pixels", 1), ("pixels-native", 1), ("random", 1), ("ce", 1), ("supcon", 2),
+        ("sincere", 2)]
+    assert rows[0]["name"] == "raw pixels, 16x16, 256-d" and rows[1]["name"].startswith(
+        "raw pixels, 8x8")
+    assert "## Table 2 against the baselines" in report and "points)" in report
 
 
 def test_reproduce_cli_refuses_bad_seeds(tmp_path):

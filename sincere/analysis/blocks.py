@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from sincere.analysis import baseline_table
 from sincere.analysis import hard_negatives as hn
 from sincere.analysis.formatting import claim_lines, link, minutes, similarity_lines
 from sincere.analysis.outputs import run_supcon_floor, seed_folder
@@ -46,6 +47,15 @@ def update_readme_block(page: Path, start: str, end: str, lines: list[str]) -> N
     print(f"updated a generated block of {page}")
 
 
+def baseline_block(out: Path) -> list[str]:
+    """Where the encoders stand against the baselines, at a glance and as the table (nothing
+    when the chain ran without baselines)."""
+    path = Path(out) / "table2_baselines.md"
+    if not path.is_file():
+        return []
+    return [*baseline_table.glance_lines(out), "", path.read_text().strip(), ""]
+
+
 def readme_block(out: Path, runs: dict[str, Path], timings: dict[str, Optional[float]],
                  rel: str) -> list[str]:
     """The SupCon-vs-SINCERE results block, from the files in ``out`` (linked as ``rel``)."""
@@ -56,7 +66,7 @@ def readme_block(out: Path, runs: dict[str, Path], timings: dict[str, Optional[f
     block = [(out / "table1.md").read_text().strip(), "",
              f"SupCon's floor, mean log|P_t| for these batches: **{floor:.2f}** (SupCon cannot go "
              "below it; SINCERE's floor is 0).", "",
-             (out / "table2.md").read_text().strip(), "",
+             (out / "table2.md").read_text().strip(), "", *baseline_block(out),
              "**Average cosine similarity of test images (Figure 2) in both embedding spaces**",
              "", *similarity_lines(stats, dataset)]
     block += ["", f"![Figure 2]({rel}/fig2_class_similarity.png)", "",
@@ -88,7 +98,7 @@ def seeds_readme_block(out: Path, by_seed: dict[int, dict[str, Path]],
     if (out / "convergence.md").is_file():
         block += [(out / "convergence.md").read_text().strip(), ""]
     block += [(out / "table1_seeds.md").read_text().strip(), "",
-              (out / "table2_seeds.md").read_text().strip(), "",
+              (out / "table2_seeds.md").read_text().strip(), "", *baseline_block(out),
               (out / "similarity_seeds.md").read_text().strip(), "",
               f"![Figures 2-3 over seeds]({rel}/fig2_seeds.png)", "",
               f"The chain took {timings['total'] / 60:.1f} minutes in the run that produced these "

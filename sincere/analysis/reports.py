@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from sincere.analysis import hard_negatives as hn
-from sincere.analysis import tables
+from sincere.analysis import baseline_table, tables
 from sincere.analysis.formatting import claim_lines, similarity_lines, stage_time_lines
 from sincere.analysis.outputs import run_supcon_floor
 from sincere.runs import load_run_config, read_metrics
@@ -54,6 +54,7 @@ def write_report(out: Path, runs: dict[str, Path], dataset: str, setting: str,
               f"SupCon's floor mean log|P_t| for these batches: {floor:.2f} (its value cannot go "
               "below it; SINCERE's floor is 0).", "",
               "## Table 2: linear-probe accuracy", "", (out / "table2.md").read_text(), "",
+              *baseline_lines(out),
               "## Embedding similarity (Figures 2 and 3)", "",
               *similarity_lines(stats, dataset), "",
               "## Learning curves", "",
@@ -86,6 +87,14 @@ def precision_line(run: Path) -> str:
     return (f"{'bf16 autocast' if record['bf16'] else 'fp32'}, "
             f"{'channels_last' if record['channels_last'] else 'contiguous'}, "
             f"{cfg.threads or 'all'} torch thread(s) per run")
+
+
+def baseline_lines(out: Path) -> list[str]:
+    """The baseline table's section of a report (none when the chain ran without baselines)."""
+    path = Path(out) / "table2_baselines.md"
+    if not path.is_file():
+        return []
+    return ["## Table 2 against the baselines", "", *baseline_table.glance_lines(out), "", path.read_text()]
 
 
 def write_seeds_report(out: Path, by_seed: dict[int, dict[str, Path]], half: dict[str, Path],
@@ -122,6 +131,7 @@ def write_seeds_report(out: Path, by_seed: dict[int, dict[str, Path]], half: dic
         lines += ["## Convergence", "", (out / "convergence.md").read_text()]
     lines += ["## Table 1 over seeds", "", (out / "table1_seeds.md").read_text(),
               "## Table 2 over seeds", "", (out / "table2_seeds.md").read_text(),
+              *baseline_lines(out),
               "## Figures 2-3 over seeds", "", (out / "similarity_seeds.md").read_text(),
               "![Figures 2-3 over seeds](fig2_seeds.png)", "",
               "## Each seed", "",
