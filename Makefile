@@ -158,7 +158,7 @@ reproduce-cpu: install data
 		--args $(ARGS) --linear-args $(LINEAR_ARGS)
 
 reproduce-paper: install
-	$(PY) scripts/reproduce.py --config $(CONFIG) --dataset $(DATASET) $(if $(FORCE),--force) \
+	$(PY) scripts/reproduce.py --config $(CONFIG) --dataset $(DATASET) $(if $(FORCE),--force) $(REPRO_FLAGS) \
 		$(SEED_FLAGS) --args $(ARGS) --linear-args $(LINEAR_ARGS)
 
 bench-losses: install

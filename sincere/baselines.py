@@ -71,6 +71,8 @@ def baseline_config(kind: str, config: PretrainConfig) -> PretrainConfig:
 
 
 def encoder_for(kind: str, config: PretrainConfig, data) -> nn.Module:
+    """The baseline's feature map on ``data``: the pixels, or the setting's encoder as the seed
+    initialises it (the weights a run of this seed starts from)."""
     if kind == RANDOM:
         seed_everything(config.seed)              # the seed's initial weights
         return build_model(config, data.in_channels, len(data.classes)).encoder
@@ -99,8 +101,9 @@ def is_done(directory: Path, config: PretrainConfig, linear: LinearConfig) -> bo
 def run_baseline(kind: str, config: PretrainConfig, linear: LinearConfig, directory: Path,
                  progress: bool = True) -> dict:
     """Probe and kNN-vote one feature baseline of the setting ``config`` into ``directory``;
-    returns its record (kind, name, feature size, kNN top-1, probe top-1). ``linear.run_dir`` is
-    ignored: the baseline's folder is ``directory``."""
+    returns its record (kind, name, feature size, kNN top-1, probe top-1). The outputs go to
+    ``directory`` whatever ``linear.run_dir`` says (the chain sets it to ``directory``, and
+    :func:`is_done` compares the saved linear config with it)."""
     directory = Path(directory)
     config = baseline_config(kind, config)
     device = resolve_device(linear.device)
@@ -126,5 +129,6 @@ def run_baseline(kind: str, config: PretrainConfig, linear: LinearConfig, direct
 
 
 def read_record(directory: Path) -> Optional[dict]:
+    """A baseline folder's ``baseline.json`` (None when it has none)."""
     path = Path(directory) / RECORD
     return json.loads(path.read_text()) if path.is_file() else None

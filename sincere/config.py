@@ -74,8 +74,9 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """The trained loss: ``name`` from sincere.losses.LOSSES, and its options. A loss receives
-    the options its constructor takes (sincere.losses.loss_options), the others are ignored."""
+    """The trained loss: ``name`` from sincere.losses.LOSSES (or ``ce``, the supervised
+    cross-entropy reference, sincere.supervised), and its options. A loss receives the options
+    its constructor takes (sincere.losses.loss_options), the others are ignored."""
     name: str = "sincere"
     temperature: float = 0.1
     eps: float = 0.0                   # eps-supinfonce only
@@ -214,6 +215,15 @@ class PretrainConfig:
 
 
 SHORTHANDS = {"loss": "loss.name"}
+CE = "ce"          # the loss name of the supervised cross-entropy reference (sincere.supervised)
+# what a ce run must set: the contrastive monitors do not apply to a classifier's logits
+CE_MONITORS_OFF = ("monitor.losses=[]", "monitor.gradients_every=0", "monitor.heldout_every=0")
+
+
+def is_supervised(loss_name: str) -> bool:
+    """Whether a loss name is the supervised cross-entropy reference (``ce``), not a contrastive
+    loss of ``sincere.losses.LOSSES``."""
+    return str(loss_name).lower() == CE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +445,6 @@ def _validate_pretrain(config: PretrainConfig) -> None:
         raise ConfigError(f"dataset {config.dataset!r} unknown; choose one of {list(DATASETS)}")
     if config.dataset == "imagefolder" and not config.data.path:
         raise ConfigError("dataset=imagefolder needs data.path=<folder with train/ and test/>")
-    from sincere.supervised import CE, is_supervised
     supervised = is_supervised(config.loss.name)
     if not supervised:
         try:
@@ -446,8 +455,7 @@ def _validate_pretrain(config: PretrainConfig) -> None:
     m = config.monitor
     if supervised and (m.losses or m.gradients_every or m.heldout_every):
         raise ConfigError("loss=ce trains a classifier, so the contrastive monitors do not apply: "
-                          "set monitor.losses=[] monitor.gradients_every=0 "
-                          "monitor.heldout_every=0")
+                          f"set {' '.join(CE_MONITORS_OFF)}")
     _check_name(check_arch, "model.arch", config.model.arch)
     for key in ("epochs", "batch_size", "n_views", "model.width", "model.proj_dim"):
         obj = config

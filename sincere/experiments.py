@@ -36,7 +36,6 @@ from sincere.analysis import baseline_table, blocks, outputs, reports
 from sincere.config import ConfigError, LinearConfig, load_config
 from sincere.linear_eval import linear_eval
 from sincere.pretrain import pretrain
-from sincere.supervised import CE
 from sincere.runs import (
     RunDirectoryError,
     checkpoint_path,
@@ -44,6 +43,7 @@ from sincere.runs import (
     run_name,
     run_status,
 )
+from sincere.supervised import CE, CE_MONITORS_OFF, is_supervised
 
 SETTINGS = ("mini", "cpu", "paper", "official")
 # configs/<setting>/: CPU scale in minutes, CPU scale converged, the paper's text, the authors'
@@ -127,9 +127,9 @@ def summarise_main(by_seed: dict, half: dict, options: ChainOptions) -> None:
     outputs.summarise_main(by_seed, half, options.out, options.dataset, options.bootstrap)
 
 
-# The supervised reference (sincere.supervised): one view per image, the contrastive monitors off.
-CE_ARM = Arm("ce", CE, CE, ("n_views=1", "monitor.losses=[]", "monitor.gradients_every=0",
-                            "monitor.heldout_every=0"))
+# The supervised reference (sincere.supervised): one view per image; the contrastive monitors are
+# switched off after the user's overrides (job_config), which may name monitors for the arms.
+CE_ARM = Arm("ce", CE, CE, ("n_views=1",))
 
 
 def summarise_hard_negatives(by_seed: dict, half: dict, options: ChainOptions) -> None:
@@ -246,7 +246,8 @@ def job_config(job: Job, options: ChainOptions, extra: tuple[str, ...] = ()):
     name = run_name(options.dataset, job.arm.name, options.setting, job.seed, job.variant)
     overrides = [f"dataset={options.dataset}", f"loss={job.arm.loss}", f"name={name}",
                  *job.arm.overrides, *((f"seed={job.seed}",) if job.seed else ()),
-                 *options.pretrain_args, *extra]
+                 *options.pretrain_args, *extra,
+                 *(CE_MONITORS_OFF if is_supervised(job.arm.loss) else ())]
     if job.variant == "half":
         full = load_config(options.config_file, overrides)
         overrides.append(f"epochs={max(1, full.epochs // 2)}")
@@ -431,6 +432,8 @@ def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
     by_seed: dict[int, dict[str, Path]] = {seed: {} for seed in seeds}
     half: dict[str, Path] = {}
     trained_baselines: dict[str, Path] = {}
+    for job in jobs:                  # every run's config error now, not after hours of training
+        job_config(job, options)
     t0 = time.perf_counter()
     done = pretrain_all(jobs, options)
     if options.jobs > 1:
@@ -474,6 +477,8 @@ def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
     if feature_dirs or trained_baselines:
         baseline_table.write_baselines(by_seed, {**feature_dirs, **trained_baselines}, out,
                                        options.dataset, options.bootstrap)
+    else:                             # no stale table from an earlier chain in this folder
+        baseline_table.remove_baselines(out)
     publish_run_logs(out, {**{f"{label} {seed}": d for seed, runs in by_seed.items()
                               for label, d in runs.items()},
                            **{f"{label} half": d for label, d in half.items()},

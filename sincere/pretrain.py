@@ -83,7 +83,6 @@ from sincere.distributed import DistEnv, DistributedError
 from sincere.loaders import batch_source, device_pipeline, per_rank_batch, steps_per_epoch
 from sincere.losses import build_loss, loss_options
 from sincere.models import ContrastiveModel, build_model, count_parameters
-from sincere.supervised import ViewCrossEntropy, is_supervised
 from sincere.monitor import GradientMonitor, build_monitors, heldout_monitor, knn_monitor
 from sincere.optim import build_optimizer, build_scheduler
 from sincere.precision import FastPath
@@ -98,6 +97,7 @@ from sincere.runs import (
     run_dir,
     seed_everything,
 )
+from sincere.supervised import ViewCrossEntropy, is_supervised
 
 PROGRESS_REFRESH_S = 1.0       # the progress bar reads the loss back at most this often
 

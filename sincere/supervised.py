@@ -10,7 +10,8 @@ features), so Table 2's baseline rows compare the representations, not two diffe
 The contrastive monitors do not apply to logits (the losses on the same batches, the Eq. 13/14
 gradient coefficients, the held-out KL bound and Assumption 1): a ``ce`` run must have
 ``monitor.losses=[]``, ``monitor.gradients_every=0`` and ``monitor.heldout_every=0``
-(``sincere.config`` says so when they are not).
+(``CE_MONITORS_OFF``; ``sincere.config`` says so when they are not, and the reproduction chain
+sets them after the user's overrides).
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sincere.config import CE, CE_MONITORS_OFF, is_supervised
 from sincere.models import CifarResNet
 
-CE = "ce"       # the loss name of a supervised cross-entropy run
-
-
-def is_supervised(loss_name: str) -> bool:
-    return str(loss_name).lower() == CE
+__all__ = ["CE", "CE_MONITORS_OFF", "ClassifierModel", "ViewCrossEntropy", "is_supervised"]
 
 
 class ClassifierModel(nn.Module):

@@ -104,8 +104,8 @@ def plain_arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("kind,size", [(baselines.PIXELS, 16), (baselines.PIXELS_NATIVE, 8)])
 def test_the_pixel_baselines_read_the_pixels_at_their_resolution(tmp_path, kind, size):
-    """The pixel baseline's features are the normalised images the encoder is given (16x16,
-    the training size of the digit runs) or the native 8x8 ones; its kNN equals a vote computed
+    """The pixel baseline reads the normalised images the encoder is given (16x16, the training
+    size of the digit runs) or the native 8x8 ones; its kNN equals a vote computed
     image by image from those pixels, and its probe is within 3 points of scikit-learn's
     logistic regression on the same pixels."""
     from sklearn.linear_model import LogisticRegression
@@ -116,8 +116,6 @@ def test_the_pixel_baselines_read_the_pixels_at_their_resolution(tmp_path, kind,
     data = build_data(baselines.baseline_config(kind, config))
     assert data.image_size == size and record["feature_dim"] == size * size
     encoder = baselines.encoder_for(kind, config, data)
-    x, _ = data.test_plain[3]
-    assert torch.equal(encoder(x[None])[0], x.flatten())
     train_x, train_y = plain_arrays(data.train_plain)
     test_x, test_y = plain_arrays(data.test_plain)
     assert record["knn_top1"] == pytest.approx(
@@ -128,6 +126,22 @@ def test_the_pixel_baselines_read_the_pixels_at_their_resolution(tmp_path, kind,
                              linear_config(tmp_path))
     assert not baselines.is_done(tmp_path / kind, baselines.baseline_config(kind, config),
                                  linear_config(tmp_path, "epochs=31"))
+
+
+def test_the_random_init_baseline_is_the_encoder_a_run_of_its_seed_starts_from(tmp_path):
+    """The random-init encoder has the weights ``pretrain.set_up`` gives the seed's run before its
+    first step (and another seed's differ)."""
+    from sincere.distributed import DistEnv
+    from sincere.pretrain import set_up
+
+    config = load_config(None, [*DIGITS, "seed=3", f"run_dir={tmp_path / 'run'}"])
+    run = set_up(config, DistEnv(device=torch.device("cpu")))
+    data = build_data(config)
+    encoder = baselines.encoder_for(baselines.RANDOM, config, data)
+    start = run.model.encoder.state_dict()
+    assert all(torch.equal(w, start[k]) for k, w in encoder.state_dict().items())
+    other = baselines.encoder_for(baselines.RANDOM, load_config(None, [*DIGITS, "seed=4"]), data)
+    assert not torch.equal(other.conv1.weight, encoder.conv1.weight)
 
 
 def test_the_native_pixels_apply_only_where_the_training_size_is_another():
@@ -227,3 +241,22 @@ def test_the_baseline_table_refuses_probes_of_other_test_images(tmp_path):
              {"kind": "pixels", "name": "pixels", "feature_dim": 64, "knn_top1": 0.9})
     with pytest.raises(ValueError, match="other test images"):
         baseline_table.baseline_summary(by_seed, {"pixels": shifted}, 50)
+
+
+def test_the_chain_switches_the_monitors_off_for_the_supervised_run_after_the_users_overrides():
+    """A user's monitor override meant for the contrastive arms (``ARGS="monitor.heldout_every=2"``)
+    does not make the supervised baseline's config an error: the chain sets its monitors off last,
+    and keeps the override for the arms."""
+    from pathlib import Path
+
+    from sincere import experiments
+
+    root = Path(__file__).resolve().parents[1]
+    options = experiments.chain_options(
+        root, experiments.MAIN, "mini",
+        pretrain_args=("monitor.heldout_every=2", "monitor.gradients_every=3"))
+    ce = experiments.job_config(experiments.Job(experiments.CE_ARM), options)
+    assert ce.loss.name == "ce" and ce.n_views == 1 and ce.monitor.losses == []
+    assert ce.monitor.heldout_every == 0 and ce.monitor.gradients_every == 0
+    arm = experiments.job_config(experiments.Job(experiments.MAIN.arms[0]), options)
+    assert arm.monitor.heldout_every == 2 and arm.n_views == 2

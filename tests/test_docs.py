@@ -138,6 +138,23 @@ def test_glance_verdicts_match_the_committed_claims(folder):
             f"{claim['verdict']!r}")
 
 
+@pytest.mark.parametrize("folder", ["cpu", "mini"])
+def test_glance_margins_above_the_pixels_match_the_committed_baselines(folder):
+    """The glance row 'Encoders above their pixels' gives, for SupCon and SINCERE, the linear-probe
+    top-1 and the margin over the best raw-pixel number that results/<folder>/baselines.json
+    holds, to the printed precision."""
+    rows = {r["kind"]: r for r in json.loads(
+        (RESULTS / folder / "baselines.json").read_text())["rows"]}
+    header, table = glance_table()
+    row = [r for r in table if r[0].startswith("Encoders above their pixels")]
+    assert len(row) == 1, "no 'Encoders above their pixels' row in the glance table"
+    cell = row[0][column(header, folder)]
+    expected = "; ".join(f"{name} {100 * rows[kind]['top1']:.1f}% "
+                         f"({100 * rows[kind]['above_best_pixels']:+.1f})"
+                         for kind, name in (("supcon", "SupCon"), ("sincere", "SINCERE")))
+    assert cell.startswith(expected), f"README says {cell!r}; baselines.json gives {expected!r}"
+
+
 def hard_negative_verdict(summaries: list[dict]) -> str:
     """Jiang et al.'s headline (H-SCL above SCL in linear top-1), by the paired test-set
     bootstrap of each H-SCL run against SCL (SINCERE): held when every one is significantly

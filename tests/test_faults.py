@@ -147,6 +147,8 @@ def catalogue(tmp_path_factory):
         "bad value": pre + ["epochs=ten", f"run_dir={run}"],
         "bad resume value": pre + ["resume=maybe", f"run_dir={run}"],
         "unknown dataset": pre + ["dataset=mnist"],
+        "unknown loss": pre + ["loss=cross-entropy"],
+        "ce with the contrastive monitors": pre + ["loss=ce"],
         "missing config file": ["scripts/pretrain.py", str(root / "nope.yaml")],
         "config not a mapping": ["scripts/pretrain.py", str(not_mapping)],
         "config not text": ["scripts/pretrain.py", str(binary)],
@@ -191,6 +193,9 @@ EXPECTED = {
     "bad value": ("epochs must be an integer", "'ten'"),
     "bad resume value": ("resume must be true or false (or auto)",),
     "unknown dataset": ("dataset 'mnist' unknown", "cifar10"),
+    "unknown loss": ("loss 'cross-entropy' unknown", "sincere, supcon", "or ce (supervised"),
+    "ce with the contrastive monitors": ("loss=ce trains a classifier", "set monitor.losses=[] "
+                                         "monitor.gradients_every=0 monitor.heldout_every=0"),
     "missing config file": ("nope.yaml does not exist",),
     "config not a mapping": ("must be a mapping of keys",),
     "config not text": ("binary.yaml cannot be read", "pass a YAML file"),

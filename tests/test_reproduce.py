@@ -53,6 +53,7 @@ def test_reproduce_paper_dry_run_and_reuse(tmp_path, cifar10_root, monkeypatch, 
         assert (out / "runs" / f"cifar10-{loss}" / "metrics.jsonl").is_file()
     report = (out / "REPORT.md").read_text()
     assert "resnet50" in report and "Table 2" in report and "SupCon's floor" in report
+    assert "## Table 2 against the baselines" in report and (out / "baselines.json").is_file()
     assert list(first) == ["pretrain supcon", "pretrain sincere", "pretrain ce",
                            "linear probe supcon", "linear probe sincere",
                            "linear probe ce (baseline)", "baseline pixels", "baseline random",
@@ -191,6 +192,10 @@ def test_reproduce_official_setting_dry_run(tmp_path, cifar10_root, monkeypatch,
     assert options.config_file == ROOT / "configs" / "official" / "cifar10.yaml"
     experiments.run_chain(experiments.MAIN, options)
     run = tmp_path / "runs" / "cifar10-sincere-official"
+    # without baselines (--no-baselines): no baseline run, table or section
+    assert not (tmp_path / "runs" / "cifar10-ce-official").exists()
+    assert not (options.out / "table2_baselines.md").exists()
+    assert "against the baselines" not in (options.out / "REPORT.md").read_text()
     saved = load_config(run / "config.yaml")
     assert saved.optim.granularity == "epoch" and saved.optim.warmup_from == 0.01
     assert not saved.data.drop_last and not saved.amp

@@ -111,6 +111,8 @@ def baseline_summary(by_seed: dict[int, dict[str, Path]], baseline_dirs: dict[st
 
 
 def baseline_table(summary: dict, dataset: str) -> Table:
+    """The table of :func:`baseline_summary`'s rows: probe top-1 with its interval, kNN, and the
+    margin above the best raw-pixel number."""
     rows = []
     for r in summary["rows"]:
         margin = r["above_best_pixels"]
@@ -118,7 +120,7 @@ def baseline_table(summary: dict, dataset: str) -> Table:
                      f"{100 * r['knn_top1']:.2f}",
                      "" if np.isnan(margin) else f"{100 * margin:+.2f}"])
     best = summary["best_pixels"]
-    note = (f"All {summary['test_images']} test images, the same linear probe and the same "
+    note = (f"The same {summary['test_images']:,} test images, the same linear probe and the same "
             "kNN vote (cosine, the runs' k) for every row. Linear probe: one seed, its top-1 "
             f"with a 95% percentile interval from {summary['n_resamples']} test-set bootstrap "
             "resamples; several seeds, the mean over seeds with a 95% interval from the "
@@ -138,6 +140,16 @@ def write_baselines(by_seed: dict[int, dict[str, Path]], baseline_dirs: dict[str
     baseline_table(summary, dataset).write(out / "table2_baselines")
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def remove_baselines(out: Path) -> None:
+    """Delete the baseline table and summary from ``out`` (a chain run without baselines)."""
+    for name in (SUMMARY, "table2_baselines.md", "table2_baselines.csv", "table2_baselines.tex"):
+        (Path(out) / name).unlink(missing_ok=True)
+
+
+def has_baselines(out: Path) -> bool:
+    return (Path(out) / SUMMARY).is_file() and (Path(out) / "table2_baselines.md").is_file()
 
 
 def glance_lines(out: Path) -> list[str]:

@@ -50,10 +50,10 @@ def update_readme_block(page: Path, start: str, end: str, lines: list[str]) -> N
 def baseline_block(out: Path) -> list[str]:
     """Where the encoders stand against the baselines, at a glance and as the table (nothing
     when the chain ran without baselines)."""
-    path = Path(out) / "table2_baselines.md"
-    if not path.is_file():
+    if not baseline_table.has_baselines(out):
         return []
-    return [*baseline_table.glance_lines(out), "", path.read_text().strip(), ""]
+    return [*baseline_table.glance_lines(out), "",
+            (Path(out) / "table2_baselines.md").read_text().strip(), ""]
 
 
 def readme_block(out: Path, runs: dict[str, Path], timings: dict[str, Optional[float]],

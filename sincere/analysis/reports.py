@@ -91,10 +91,10 @@ def precision_line(run: Path) -> str:
 
 def baseline_lines(out: Path) -> list[str]:
     """The baseline table's section of a report (none when the chain ran without baselines)."""
-    path = Path(out) / "table2_baselines.md"
-    if not path.is_file():
+    if not baseline_table.has_baselines(out):
         return []
-    return ["## Table 2 against the baselines", "", *baseline_table.glance_lines(out), "", path.read_text()]
+    return ["## Table 2 against the baselines", "", *baseline_table.glance_lines(out), "",
+            (Path(out) / "table2_baselines.md").read_text()]
 
 
 def write_seeds_report(out: Path, by_seed: dict[int, dict[str, Path]], half: dict[str, Path],
