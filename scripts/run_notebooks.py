@@ -50,9 +50,11 @@ def main(argv=None) -> int:
             p for p in (tmp, os.environ.get("JUPYTER_PATH")) if p)
         for path in args.notebooks:
             nb = nbformat.read(path, as_version=4)
-            NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL,
+            NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name=KERNEL, record_timing=False,
                            resources={"metadata": {"path": str(ROOT)}}).execute()
             nb.metadata.get("kernelspec", {}).update(name="python3", display_name="Python 3")
+            for cell in nb.cells:                 # no per-run timestamps in the committed file
+                cell.metadata.pop("execution", None)
             nbformat.write(nb, path)
             print(f"executed {path}")
     return 0
