@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
@@ -38,20 +38,49 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return (top == labels[:, None]).any(axis=1).astype(np.float64)
 
 
-def training_set(config: LinearConfig, data, encoder, device):
-    """What the classifier trains on: the plain training images under the train-time
-    augmentation (random resized crop + flip, ``augment=true``; the encoder runs every step), or
-    the encoder's features of the plain images computed once (``augment=false``)."""
+class FeatureBatches:
+    """Shuffled batches of cached ``(features, labels)``, in the order of
+    ``DataLoader(TensorDataset(features, labels), batch_size, shuffle=True, generator=generator)``
+    (torch's own samplers draw it, after the base seed a DataLoader iterator draws first) but cut
+    by indexing the tensors: a DataLoader collates each batch from single rows, which made up most
+    of a probe's time on cached features (``scripts/bench_probe.py``)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                 generator: torch.Generator):
+        if len(features) != len(labels):
+            raise ValueError(f"{len(features)} feature rows for {len(labels)} labels")
+        self.features, self.labels, self.generator = features, labels, generator
+        self.batches = BatchSampler(RandomSampler(range(len(labels)), generator=generator),
+                                    batch_size, drop_last=False)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        for batch in self.batches:
+            idx = torch.tensor(batch, dtype=torch.int64)
+            yield self.features[idx], self.labels[idx]
+
+
+def training_batches(config: LinearConfig, data, encoder, device):
+    """What the classifier trains on, in shuffled batches of ``config.batch_size``: the plain
+    training images under the train-time augmentation (random resized crop + flip,
+    ``augment=true``; the encoder runs every step), or the encoder's features of the plain images
+    computed once (``augment=false``)."""
+    generator = torch.Generator().manual_seed(config.seed)
     if config.augment:
         transform = T.Compose([
             T.RandomResizedCrop(data.image_size, scale=tuple(config.crop_scale)),
             T.RandomHorizontalFlip(config.flip_p), T.ToTensor(), T.Normalize(data.mean, data.std)])
-        return with_transform(data.train_plain, transform)
-    return TensorDataset(*embed(encoder, data.train_plain, device, config.batch_size,
-                                config.num_workers))
+        return DataLoader(with_transform(data.train_plain, transform),
+                          batch_size=config.batch_size, shuffle=True, drop_last=False,
+                          generator=generator, num_workers=config.num_workers)
+    return FeatureBatches(*embed(encoder, data.train_plain, device, config.batch_size,
+                                 config.num_workers), config.batch_size, generator)
 
 
-def train_classifier(classifier: nn.Linear, encoder, loader: DataLoader, config: LinearConfig,
+def train_classifier(classifier: nn.Linear, encoder, loader, config: LinearConfig,
                      device, progress: bool, writer=None, test=None) -> float:
     """``config.epochs`` of SGD with the configured schedule on cross-entropy; returns the last
     epoch's mean training loss. With ``writer``: per epoch ``linear/train_loss``,
@@ -125,10 +154,7 @@ def probe(encoder: nn.Module, data, config: LinearConfig, run_dir: Path, device,
     classifier = nn.Linear(encoder.feature_dim, len(data.classes)).to(device)
     test_x, test_y = embed(encoder, data.test_plain, device, config.batch_size,
                            config.num_workers)
-    loader = DataLoader(training_set(config, data, encoder, device), batch_size=config.batch_size,
-                        shuffle=True, drop_last=False,
-                        generator=torch.Generator().manual_seed(config.seed),
-                        num_workers=config.num_workers if config.augment else 0)
+    loader = training_batches(config, data, encoder, device)
     if progress:
         print(f"linear probe on {run_dir} ({what}, {encoder.feature_dim}-d "
               f"features, {len(data.classes)} classes, "
