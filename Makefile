@@ -54,14 +54,15 @@ LINEAR_ARGS ?=
 FORCE       ?=
 REPRO_FLAGS ?=
 # SEEDS=N trains every arm with seeds 0..N-1 (SEEDS=7,8,9: those seeds); JOBS=N runs N
-# pretraining runs at a time. reproduce-mini and reproduce-cpu default to 3 seeds (1 for the
-# hard-negative experiment) and 2 single-threaded runs at once; reproduce-paper to 1 seed, 1 run.
+# pretraining runs at a time. reproduce-mini, reproduce-cpu and reproduce-hard-negatives default
+# to 3 seeds (reproduce-mini EXPERIMENT=hard-negatives to 1) and 2 single-threaded runs at once;
+# reproduce-paper to 1 seed, 1 run.
 SEEDS       ?=
 JOBS        ?=
 SEED_FLAGS   = $(if $(SEEDS),--seeds $(SEEDS)) $(if $(JOBS),--jobs $(JOBS))
 
-.PHONY: help install test test-fast test-slurm pretrain linear-eval figures reproduce-mini reproduce-cpu \
-	reproduce-paper data bench-losses bench-chunked bench-train compare-precision gpu-check clean-venv \
+.PHONY: help install test test-fast test-slurm pretrain linear-eval figures reproduce-mini reproduce-cpu reproduce-hard-negatives \
+	reproduce-paper data bench-losses bench-chunked bench-train bench-probe compare-precision gpu-check clean-venv \
 	notebooks
 
 help:
@@ -93,11 +94,14 @@ help:
 	@echo "make figures       Tables 1-2, Figures 2, 3, A.1, t-SNE of the supcon and sincere runs"
 	@echo "                   of DATASET/CONFIG -> results/$(FIGURES_OUT)/"
 	@echo "make data          install Fashion-MNIST (Debian package) into data/"
-	@echo "make reproduce-mini EXPERIMENT=hard-negatives   UCL, H-UCL, SCL, H-SCL (Jiang et al.)"
-	@echo "                      in the mini setting -> results/hard-negatives/"
+	@echo "make reproduce-hard-negatives   Jiang et al.'s SCL vs H-SCL in both forms of the losses,"
+	@echo "                      3 seeds, the CPU setting at 9 epochs -> results/hard-negatives/ (~90 min)"
+	@echo "make reproduce-mini EXPERIMENT=hard-negatives   the same at the minutes scale"
+	@echo "                      -> results/hard-negatives-mini/"
 	@echo "make bench-losses  loss forward+backward time and memory -> results/benchmarks/losses.md"
 	@echo "make bench-chunked chunked (memory-bounded) losses at 65,536 views -> results/benchmarks/chunked.md"
 	@echo "make bench-train   data pipeline and training-step views/s -> results/benchmarks/training.md"
+	@echo "make bench-probe   the linear probe's loop on cached features -> results/benchmarks/probe.md"
 	@echo "make compare-precision   fp32 vs bf16 training, same seeds -> results/precision/"
 	@echo "make notebooks     execute notebooks/*.ipynb in place (after regenerating results/)"
 	@echo "make gpu-check     on a CUDA GPU (<= 8 min): the CUDA tests, the paper setting's speed"
@@ -158,6 +162,13 @@ reproduce-cpu: install data
 		--seeds $(or $(SEEDS),3) --jobs $(or $(JOBS),2) $(REPRO_FLAGS) \
 		--args $(ARGS) --linear-args $(LINEAR_ARGS)
 
+# Jiang et al.'s hard negatives in both forms of the losses, 3 seeds, in the CPU setting's
+# hard-negative variant (docs/CPU_SETTING.md) -> results/hard-negatives/
+reproduce-hard-negatives: install data
+	$(PY) scripts/reproduce.py --config cpu --experiment hard-negatives $(if $(FORCE),--force) \
+		--seeds $(or $(SEEDS),3) --jobs $(or $(JOBS),2) $(REPRO_FLAGS) \
+		--args $(ARGS) --linear-args $(LINEAR_ARGS)
+
 reproduce-paper: install
 	$(PY) scripts/reproduce.py --config $(CONFIG) --dataset $(DATASET) $(if $(FORCE),--force) $(REPRO_FLAGS) \
 		$(SEED_FLAGS) --args $(ARGS) --linear-args $(LINEAR_ARGS)
@@ -170,6 +181,9 @@ bench-chunked: install
 
 bench-train: install data
 	$(PY) scripts/bench_train.py
+
+bench-probe: install
+	$(PY) scripts/bench_probe.py
 
 notebooks: install
 	$(PY) scripts/run_notebooks.py

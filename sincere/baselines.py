@@ -37,6 +37,7 @@ from sincere.runs import seed_everything
 
 PIXELS, PIXELS_NATIVE, RANDOM = "pixels", "pixels-native", "random"
 FEATURE_BASELINES = (PIXELS, PIXELS_NATIVE, RANDOM)
+PIXEL_BASELINES = (PIXELS, PIXELS_NATIVE)
 RECORD = "baseline.json"
 
 

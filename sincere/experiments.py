@@ -25,7 +25,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -86,6 +86,8 @@ class ChainOptions:
     tsne: bool = True                      # the t-SNE map (of the first seed only)
     baselines: bool = True                 # the experiment's baselines (first seed): Table 2's
                                            #   raw-pixel, random-init and supervised rows
+    setting_args: tuple[str, ...] = ()     # the experiment's overrides of the setting's file
+                                           #   (Experiment.setting_overrides), before the arms'
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,13 @@ class Experiment:
     # encoder at initialisation), each probed and kNN-voted like the arms.
     baseline_arms: tuple[Arm, ...] = ()
     feature_baselines: tuple[str, ...] = ()
+    # The baseline table: the arms' labels and display names in table order, its title and file.
+    arm_names: dict[str, str] = field(default_factory=lambda: dict(baseline_table.NAMES))
+    baselines_title: str = "Table 2 against the baselines"
+    baselines_stem: str = "table2_baselines"
+    # Overrides of a setting's config file for this experiment's runs ({setting: overrides}):
+    # what the experiment needs of its runs (its monitors) and its length where it differs.
+    setting_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +142,7 @@ CE_ARM = Arm("ce", CE, CE, ("n_views=1",))
 
 
 def summarise_hard_negatives(by_seed: dict, half: dict, options: ChainOptions) -> None:
-    if len(by_seed) > 1:
-        outputs.summarise_hard_negatives(by_seed, half, options.out)
+    outputs.summarise_hard_negatives(by_seed, options.out, options.dataset, options.bootstrap)
 
 
 MAIN = Experiment(
@@ -150,17 +158,30 @@ MAIN = Experiment(
     baseline_arms=(CE_ARM,),
     feature_baselines=baselines.FEATURE_BASELINES,
 )
+def hard_negatives_folder(setting: str, dataset: str) -> str:
+    """results/hard-negatives/ holds the CPU setting's (Fashion-MNIST) experiment; the others
+    are named by their dataset and setting (hard-negatives-mini, hard-negatives-cifar10, ...)."""
+    if setting == "cpu" and dataset == "fashion-mnist":
+        return "hard-negatives"
+    return ("hard-negatives" + ("" if setting in CPU_SETTINGS and dataset == "fashion-mnist"
+                                else f"-{dataset}") + ("" if setting == "paper" else f"-{setting}"))
+
+
 HARD_NEGATIVES = Experiment(
     name="hard-negatives",
     arms=tuple(Arm(m.label, m.loss, m.run_suffix, tuple(m.overrides()[1:])) for m in hn.METHODS),
-    results_folder=lambda setting, dataset: (
-        "hard-negatives" + ("" if setting == "mini" else f"-{dataset}")
-        + ("" if setting in ("mini", "paper") else f"-{setting}")),
+    results_folder=hard_negatives_folder,
     analyse=hard_negative_figures,
     summarise=summarise_hard_negatives,
     write_report=reports.write_hard_negatives_report,
     write_seeds_report=reports.write_hard_negatives_seeds_report,
     update_readme=blocks.update_hard_negatives_readme,
+    feature_baselines=baselines.PIXEL_BASELINES,
+    arm_names={m.label: m.label for m in hn.METHODS},
+    baselines_title="Hard negatives against the raw pixels",
+    baselines_stem="accuracy_baselines",
+    setting_overrides={"cpu": hn.CPU_OVERRIDES, "mini": hn.MONITORS, "paper": hn.MONITORS,
+                       "official": hn.MONITORS},
 )
 EXPERIMENTS = {e.name: e for e in (MAIN, HARD_NEGATIVES)}
 
@@ -183,7 +204,7 @@ def chain_options(root: Path, experiment: Experiment, setting: str = "mini",
     out = Path(out) if out else root / "results" / experiment.results_folder(setting, dataset)
     return ChainOptions(setting=setting, dataset=dataset, config_file=config_file,
                         linear_file=root / "configs" / "linear" / f"{setting}.yaml", out=out,
-                        **options)
+                        setting_args=experiment.setting_overrides.get(setting, ()), **options)
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -241,11 +262,12 @@ def chain_jobs(arms, seeds: tuple[int, ...], convergence: bool) -> list[Job]:
 
 
 def job_config(job: Job, options: ChainOptions, extra: tuple[str, ...] = ()):
-    """The run's config: the setting's file, then the arm's overrides, the seed, the user's
-    overrides, and for ``half`` last of all half the epochs of the full run."""
+    """The run's config: the setting's file, the experiment's overrides of it, then the arm's
+    overrides, the seed, the user's overrides, and for ``half`` last of all half the epochs of
+    the full run."""
     name = run_name(options.dataset, job.arm.name, options.setting, job.seed, job.variant)
-    overrides = [f"dataset={options.dataset}", f"loss={job.arm.loss}", f"name={name}",
-                 *job.arm.overrides, *((f"seed={job.seed}",) if job.seed else ()),
+    overrides = [f"dataset={options.dataset}", *options.setting_args, f"loss={job.arm.loss}",
+                 f"name={name}", *job.arm.overrides, *((f"seed={job.seed}",) if job.seed else ()),
                  *options.pretrain_args, *extra,
                  *(CE_MONITORS_OFF if is_supervised(job.arm.loss) else ())]
     if job.variant == "half":
@@ -476,9 +498,12 @@ def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
     analyse_seeds(experiment, by_seed, half, options)
     if feature_dirs or trained_baselines:
         baseline_table.write_baselines(by_seed, {**feature_dirs, **trained_baselines}, out,
-                                       options.dataset, options.bootstrap)
+                                       options.dataset, options.bootstrap,
+                                       arm_names=experiment.arm_names,
+                                       title=experiment.baselines_title,
+                                       stem=experiment.baselines_stem)
     else:                             # no stale table from an earlier chain in this folder
-        baseline_table.remove_baselines(out)
+        baseline_table.remove_baselines(out, experiment.baselines_stem)
     publish_run_logs(out, {**{f"{label} {seed}": d for seed, runs in by_seed.items()
                               for label, d in runs.items()},
                            **{f"{label} half": d for label, d in half.items()},

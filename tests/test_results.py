@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,28 +110,42 @@ def test_the_kl_bound_estimate_rises_with_training(log):
 
 
 HARD = ROOT / "results" / "hard-negatives"
-TRAINED = {"fashion-mnist-infonce-mini": "loss_infonce", "fashion-mnist-hucl-b1-mini":
-           "loss_hucl_b1", "fashion-mnist-sincere-mini": "loss_sincere",
-           "fashion-mnist-hscl-b1-mini": "loss_hscl_b1", "fashion-mnist-hscl-b2-mini":
-           "loss_hscl_b2"}
+# each run and the logged loss it trains: SCL in SINCERE's form is SINCERE (= H-SCL at beta 0)
+TRAINED = {f"fashion-mnist-{name}-cpu{seed}": key
+           for name, key in (("scl", "loss_sincere"), ("hscl-b1", "loss_hscl_b1"),
+                             ("scl-jiang", "loss_hscl_b0"), ("hscl-b1-jiang", "loss_hscl_b1"))
+           for seed in ("", "-seed1", "-seed2")}
 
 
 def test_the_hard_negative_results_are_complete():
-    for name in ("accuracy.md", "accuracy.csv", "curves.md", "REPORT.md", "summary.json",
+    for name in ("REPORT.md", "seeds.json", "accuracy_seeds.md", "hard_negatives_seeds.md",
+                 "accuracy_baselines.md", "baselines.json", "timings.json",
                  "fig5_losses_same_batches.png", "fig4_assumption1.png"):
         assert (HARD / name).is_file(), name
-    summary = json.loads((HARD / "summary.json").read_text())
-    assert len(summary) == 5
+    summary = json.loads((HARD / "seeds.json").read_text())
+    assert summary["seeds"] == [0, 1, 2]
+    assert {form: list(f["methods"]) for form, f in summary["forms"].items()} == {
+        "sincere": ["SCL", "H-SCL (β=1)"], "jiang": ["SCL, Jiang form", "H-SCL (β=1), Jiang form"]}
+    for seed in summary["seeds"]:
+        assert len(json.loads((HARD / f"seed-{seed}" / "summary.json").read_text())) == 4
     assert sorted(p.name for p in (HARD / "runs").iterdir()) == sorted(TRAINED)
 
 
 @pytest.mark.parametrize("run,trained", sorted(TRAINED.items()))
 def test_each_hard_negative_run_logs_the_four_losses_and_assumption_1(run, trained):
-    """Every run logs UCL, H-UCL, SCL and H-SCL (beta 1, 2) on its own batches — the logged
-    value of the loss it trains is the trained loss — and the Assumption-1 fractions."""
-    for record in read_log(HARD / "runs" / run / "metrics.jsonl"):
+    """Every run logs the four losses of its form on its own batches — the logged value of the
+    loss it trains is the trained loss — and Assumption 1 after every epoch; Jiang et al.'s
+    form is their scaling, pair mean and temperature, with differentiated tilt weights."""
+    records = read_log(HARD / "runs" / run / "metrics.jsonl")
+    config = yaml.safe_load((HARD / "runs" / run / "config.yaml").read_text())
+    assert len(records) == config["epochs"]
+    for record in records:
         assert record["loss"] == pytest.approx(record[trained], rel=1e-5)
-        for key in ("loss_infonce", "loss_sincere", "loss_hucl_b1", "loss_hscl_b1",
-                    "loss_hucl_b2", "loss_hscl_b2"):
+        for key in ("loss_hucl_b0", "loss_hucl_b1", "loss_hscl_b0", "loss_hscl_b1"):
             assert key in record
-        assert 0.0 <= record["assumption1_b1"] <= 1.0 and 0.0 <= record["assumption1_b2"] <= 1.0
+        assert 0.0 <= record["assumption1_b1"] <= 1.0
+    jiang = "jiang" in run
+    assert (config["loss"]["negatives_scale"], config["loss"]["pair_mean"],
+            config["loss"]["temperature"]) == (("batch", True, 0.5) if jiang
+                                               else ("n_neg", False, 0.1))
+    assert config["loss"]["detach_weights"] is False

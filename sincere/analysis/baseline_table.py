@@ -72,10 +72,14 @@ def _row(name: str, kind: str, correct: np.ndarray, knn: list[float], n_resample
 
 
 def baseline_summary(by_seed: dict[int, dict[str, Path]], baseline_dirs: dict[str, Path],
-                     n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+                     n_resamples: int = N_RESAMPLES, seed: int = 0,
+                     arm_names: dict[str, str] = NAMES) -> dict:
     """The rows of the baseline table: feature baselines, the trained baselines (``ce``), then
-    the arms over their seeds; and the best raw-pixel number and each row's margin above it."""
-    arms = [name for name in NAMES if all(name in runs for runs in by_seed.values())]
+    the arms over their seeds (``arm_names``: their labels in ``by_seed`` and display names, in
+    table order); and the best raw-pixel number and each row's margin above it."""
+    arms = [name for name in arm_names if all(name in runs for runs in by_seed.values())]
+    if not arms:
+        raise ValueError(f"none of {', '.join(arm_names)} was trained with every seed")
     first = next(iter(by_seed.values()))
     _, labels0 = correct_of(first[arms[0]], None)
     rows = []
@@ -96,7 +100,7 @@ def baseline_summary(by_seed: dict[int, dict[str, Path]], baseline_dirs: dict[st
     for name in arms:
         runs = [r[name] for r in by_seed.values()]
         correct = np.stack([correct_of(r, labels0)[0] for r in runs])
-        rows.append(_row(f"{NAMES[name]} encoder, {feature_dim(load_run_config(runs[0]))}-d",
+        rows.append(_row(f"{arm_names[name]} encoder, {feature_dim(load_run_config(runs[0]))}-d",
                          name, correct, [last_knn(r) for r in runs],
                          n_resamples, seed))
     pixel_numbers = [(max(r["top1"], r["knn_top1"]),
@@ -110,7 +114,8 @@ def baseline_summary(by_seed: dict[int, dict[str, Path]], baseline_dirs: dict[st
             "seeds": list(by_seed)}
 
 
-def baseline_table(summary: dict, dataset: str) -> Table:
+def baseline_table(summary: dict, dataset: str,
+                   title: str = "Table 2 against the baselines") -> Table:
     """The table of :func:`baseline_summary`'s rows: probe top-1 with its interval, kNN, and the
     margin above the best raw-pixel number."""
     rows = []
@@ -127,38 +132,41 @@ def baseline_table(summary: dict, dataset: str) -> Table:
             "hierarchical bootstrap (seeds with replacement, one shared resample of the test "
             "images per draw). kNN: the mean over seeds. Last column: linear-probe top-1 minus "
             f"the best raw-pixel number ({100 * best['top1']:.2f}%, {best['what']}), in points.")
-    return Table(f"Table 2 against the baselines: linear-probe and kNN top-1, % ({dataset})",
+    return Table(f"{title}: linear-probe and kNN top-1, % ({dataset})",
                  ["Encoder", "Seeds", "Linear probe top-1 [95% CI]", "kNN top-1",
                   "Above the best raw pixels"], rows, note)
 
 
 def write_baselines(by_seed: dict[int, dict[str, Path]], baseline_dirs: dict[str, Path],
-                    out: Path, dataset: str, n_resamples: int = N_RESAMPLES) -> dict:
-    """``out/table2_baselines.{md,csv,tex}`` and ``out/baselines.json``; returns the summary."""
+                    out: Path, dataset: str, n_resamples: int = N_RESAMPLES,
+                    arm_names: dict[str, str] = NAMES, title: str = "Table 2 against the baselines",
+                    stem: str = "table2_baselines") -> dict:
+    """``out/<stem>.{md,csv,tex}`` and ``out/baselines.json``; returns the summary."""
     out = Path(out)
-    summary = baseline_summary(by_seed, baseline_dirs, n_resamples)
-    baseline_table(summary, dataset).write(out / "table2_baselines")
+    summary = baseline_summary(by_seed, baseline_dirs, n_resamples, arm_names=arm_names)
+    baseline_table(summary, dataset, title).write(out / stem)
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def remove_baselines(out: Path) -> None:
+def remove_baselines(out: Path, stem: str = "table2_baselines") -> None:
     """Delete the baseline table and summary from ``out`` (a chain run without baselines)."""
-    for name in (SUMMARY, "table2_baselines.md", "table2_baselines.csv", "table2_baselines.tex"):
+    for name in (SUMMARY, f"{stem}.md", f"{stem}.csv", f"{stem}.tex"):
         (Path(out) / name).unlink(missing_ok=True)
 
 
-def has_baselines(out: Path) -> bool:
-    return (Path(out) / SUMMARY).is_file() and (Path(out) / "table2_baselines.md").is_file()
+def has_baselines(out: Path, stem: str = "table2_baselines") -> bool:
+    return (Path(out) / SUMMARY).is_file() and (Path(out) / f"{stem}.md").is_file()
 
 
-def glance_lines(out: Path) -> list[str]:
-    """One line per contrastive encoder: its linear-probe top-1 and how far it is above the
-    best raw-pixel number (``baselines.json``)."""
+def glance_lines(out: Path, arm_names: dict[str, str] = NAMES) -> list[str]:
+    """One line for the contrastive encoders (``arm_names``: their labels and display names):
+    each one's linear-probe top-1 and how far it is above the best raw-pixel number
+    (``baselines.json``)."""
     summary = json.loads((Path(out) / SUMMARY).read_text())
     best = summary["best_pixels"]
-    parts = [f"{NAMES[r['kind']]} {100 * r['top1']:.2f}% "
+    parts = [f"{arm_names[r['kind']]} {100 * r['top1']:.2f}% "
              f"(**{100 * r['above_best_pixels']:+.2f}** points)"
-             for r in summary["rows"] if r["kind"] in NAMES]
+             for r in summary["rows"] if r["kind"] in arm_names]
     return [f"Linear-probe top-1 over {len(summary['seeds'])} seed(s) against the best raw-pixel "
             f"number, {100 * best['top1']:.2f}% ({best['what']}): " + "; ".join(parts) + "."]

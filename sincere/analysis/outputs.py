@@ -107,20 +107,10 @@ def make_figures(runs: dict[str, Path], out: Path, dataset: str,
 
 def make_hard_negative_figures(runs: dict[str, Path], out: Path, dataset: str,
                                n_resamples: int = N_RESAMPLES) -> dict:
-    """The hard-negative experiment's outputs into ``out`` from ``runs`` = {method label: run}
-    (``hard_negatives.METHODS``): the accuracy table, the per-epoch curves table, the losses on
-    the same batches (Fig. 5 analogue), Assumption 1 (Fig. 4 analogue) and ``summary.json``,
-    which it returns."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    betas = tuple(sorted({m.beta for m in hn.METHODS if m.beta is not None}))
-    table, summary = hn.accuracy_table(runs, dataset, n_resamples=n_resamples)
-    table.write(out / "accuracy")
-    hn.curves_table(runs, betas).write(out / "curves")
-    hn.loss_curves_figure(runs, betas, out / "fig5_losses_same_batches")
-    hn.assumption_figure(runs, betas, out / "fig4_assumption1")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    """One seed of the hard-negative experiment into ``out`` from ``runs`` = {method label: run}
+    (``hard_negatives.METHODS``): the accuracy table, the per-epoch curves table, Figures 4-5
+    and ``summary.json``, which it returns."""
+    return hn.write_seed_outputs(runs, out, dataset, n_resamples)
 
 
 def run_supcon_floor(run: Path) -> float:
@@ -164,23 +154,18 @@ def summarise_main(by_seed: dict[int, dict[str, Path]], half: dict[str, Path], o
     return summary
 
 
-def summarise_hard_negatives(by_seed: dict[int, dict[str, Path]], half: dict[str, Path],
-                             out: Path) -> dict:
-    """Across seeds (several): each method's linear top-1 per seed and mean ± sd, from the
-    seeds' ``summary.json``, into ``out/accuracy_seeds`` and ``out/seeds.json``."""
+def summarise_hard_negatives(by_seed: dict[int, dict[str, Path]], out: Path, dataset: str,
+                             n_resamples: int = N_RESAMPLES) -> dict:
+    """The hard-negative experiment over its seeds into ``out``: per form the accuracy over seeds
+    (``accuracy_seeds``), the loss order and Assumption 1 over seeds (``hard_negatives_seeds``),
+    Figures 4-5 with seed bands, and ``seeds.json`` with the claims and verdicts, which it
+    returns."""
     out = Path(out)
-    per_seed = {s: json.loads((seed_folder(out, by_seed, s) / "summary.json").read_text())
-                for s in by_seed}
-    methods = list(next(iter(per_seed.values())))
-    rows = []
-    for m in methods:
-        top1 = [per_seed[s][m]["linear_top1"] for s in by_seed]
-        rows.append([m, ", ".join(f"{100 * v:.2f}" for v in top1),
-                     seeds.t_interval(top1).text(100, 2)])
-    tables.Table("Hard negatives over seeds: linear-probe top-1, %",
-                 ["Method", "Per seed", "Mean ± sd [95% t-interval]"], rows,
-                 "Per seed: each seed's accuracy table (seed-<s>/accuracy.md).").write(
-        out / "accuracy_seeds")
-    summary = {"seeds": list(by_seed), "per_seed": per_seed}
+    summary = seeds.hard_negative_summary(by_seed, n_resamples)
+    seeds.hard_negative_accuracy_table(summary, dataset).write(out / "accuracy_seeds")
+    seeds.hard_negative_curves_table(summary).write(out / "hard_negatives_seeds")
+    hn.loss_curves_figure(by_seed, out / "fig5_losses_same_batches")
+    hn.assumption_figure(by_seed, out / "fig4_assumption1")
     seeds.write_summary(out, summary)
+    print(f"wrote the across-seed tables, claims and seeds.json to {out}")
     return summary

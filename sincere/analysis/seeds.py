@@ -355,3 +355,175 @@ def convergence_table(convergence: dict) -> Table:
 
 def write_summary(out: Path, summary: dict) -> None:
     (Path(out) / "seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# The hard-negative experiment (Jiang et al.) over seeds
+# ---------------------------------------------------------------------------------------------
+
+MOST = 0.5      # Assumption 1 "holds for most anchors": the fraction's interval above one half
+
+
+def hard_negative_summary(runs_by_seed: dict[int, dict[str, Path]],
+                          n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict:
+    """Per form of the losses (``hard_negatives.FORMS``): each method's linear-probe top-1 per
+    seed and over seeds, the hierarchical bootstrap of every method minus the form's SCL (paired
+    by seed and test image, as Table 2 over seeds), kNN; per run the fraction of epochs in which
+    L_H-SCL <= L_H-UCL on its batches and Assumption 1 after the last epoch, with t-intervals
+    over seeds; and the claims with their verdicts (:func:`hard_negative_claims`)."""
+    from sincere.analysis import hard_negatives as hn
+    first = next(iter(runs_by_seed.values()))
+    labels0 = None
+    correct: dict[str, list[np.ndarray]] = {}
+    for runs in runs_by_seed.values():
+        for label, run in runs.items():
+            preds = load_predictions(run)
+            labels = preds["labels"].numpy()
+            if labels0 is None:
+                labels0 = labels
+            if not np.array_equal(labels, labels0):
+                raise ValueError(f"{run} was evaluated on other test images than the other runs "
+                                 "(same data.subset_seed and test_subset needed)")
+            correct.setdefault(label, []).append(topk_correct(preds["logits"].numpy(),
+                                                              labels, 1))
+    forms = {}
+    for form in hn.forms_in(first):
+        ref = hn.reference_of(form)
+        methods = {}
+        for label in hn.labels(form):
+            if not all(label in runs for runs in runs_by_seed.values()):
+                continue
+            metrics = [read_metrics(runs[label]) for runs in runs_by_seed.values()]
+            top1 = [float(c.mean()) for c in correct[label]]
+            knn = [next((m["knn_top1"] for m in reversed(ms) if "knn_top1" in m), math.nan)
+                   for ms in metrics]
+            order = [hn.loss_order(ms) for ms in metrics]
+            a1 = [ms[-1][hn.ASSUMPTION] for ms in metrics]
+            entry = {"per_seed_top1": top1, "top1": t_interval(top1).to_dict(),
+                     "knn_top1": float(np.mean(knn)),
+                     "loss_order_per_seed": order, "epochs": [len(ms) for ms in metrics],
+                     "assumption1_per_seed": a1, "assumption1": t_interval(a1).to_dict()}
+            if label != ref:
+                d = hierarchical_bootstrap(np.stack(correct[ref]), np.stack(correct[label]),
+                                           n_resamples, seed)
+                entry["minus_reference"] = asdict(d)
+                entry["minus_reference_t"] = t_interval(
+                    [b - a for a, b in zip((float(c.mean()) for c in correct[ref]), top1)]
+                ).to_dict()
+            methods[label] = entry
+        forms[form.key or "sincere"] = {"title": form.title, "reference": ref,
+                                        "tilted": hn.tilted_of(form), "methods": methods}
+    summary = {"seeds": list(runs_by_seed), "test_images": int(len(labels0)),
+               "n_resamples": n_resamples, "beta": hn.BETA, "forms": forms}
+    summary["claims"] = hard_negative_claims(summary)
+    return summary
+
+
+def hard_negative_claims(summary: dict) -> list[dict]:
+    """Jiang et al.'s claims, per form, with verdicts by rules fixed before any run:
+
+    - H-SCL(beta) outperforms SCL in linear-probe top-1: held when the across-seed interval of
+      H-SCL − SCL (hierarchical bootstrap) lies above 0, did not hold when below, else
+      inconclusive;
+    - H-SCL outperforms H-UCL: "not run": the experiment trains no H-UCL encoder (its methods,
+      ``hard_negatives.METHODS``, are the supervised ones; H-UCL enters through its loss);
+    - L_H-SCL <= L_H-UCL across epochs on the same batches: held when it holds in every epoch of
+      every run of the form, did not hold when it holds in fewer than half of all those epochs,
+      else inconclusive;
+    - Assumption 1 holds for most anchors: held when the t-interval over seeds of the fraction
+      after the last epoch lies above one half for every method of the form, did not hold when
+      one lies below, else inconclusive.
+
+    With one seed the accuracy intervals cover the test images only (the bootstrap has no seeds
+    to draw) and Assumption 1 has no t-interval, so its verdict is inconclusive.
+    """
+    out = []
+    beta = summary["beta"]
+    for key, form in summary["forms"].items():
+        name = form["title"].split(":")[0]
+        methods, ref, tilted = form["methods"], form["reference"], form["tilted"]
+        d = methods[tilted]["minus_reference"]
+        n = len(summary["seeds"])
+        out.append({"form": key, "claim": f"{name}: H-SCL (β={beta:g}) outperforms SCL in "
+                                          "linear-probe top-1",
+                    "verdict": sign_verdict(d["low"], d["high"]),
+                    "numbers": f"H-SCL − SCL {100 * d['mean']:+.2f} points, 95% interval "
+                               f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (hierarchical "
+                               f"bootstrap over {n} seeds and "
+                               f"{summary['test_images']:,} test images)"})
+        out.append({"form": key, "claim": f"{name}: H-SCL (β={beta:g}) outperforms H-UCL in "
+                                          "linear-probe top-1",
+                    "verdict": "not run",
+                    "numbers": "no H-UCL encoder is trained in this experiment (its methods "
+                               "are the supervised ones; H-UCL's loss is evaluated on every "
+                               "run's batches, below)"})
+        fractions = [(f, e) for m in methods.values()
+                     for f, e in zip(m["loss_order_per_seed"], m["epochs"])]
+        held_epochs = sum(f * e for f, e in fractions)
+        all_epochs = sum(e for _, e in fractions)
+        order = ("held" if all(f == 1.0 for f, _ in fractions) else
+                 "did not hold" if held_epochs < all_epochs / 2 else "inconclusive")
+        out.append({"form": key, "claim": f"{name}: L_H-SCL ≤ L_H-UCL (β={beta:g}) across "
+                                          "epochs, on the same training batches",
+                    "verdict": order,
+                    "numbers": f"in {held_epochs:.0f} of {all_epochs} run-epochs ("
+                               + "; ".join(f"{label} {', '.join(f'{f:.2f}' for f in m['loss_order_per_seed'])}"
+                                           for label, m in methods.items())
+                               + " of each seed's epochs)"})
+        verdicts = [sign_verdict(m["assumption1"]["low"] - MOST, m["assumption1"]["high"] - MOST)
+                    for m in methods.values()]
+        a1 = ("held" if all(v == "held" for v in verdicts) else
+              "did not hold" if "did not hold" in verdicts else "inconclusive")
+        out.append({"form": key, "claim": f"{name}: Assumption 1 (β={beta:g}) holds for most "
+                                          "held-out anchors after training",
+                    "verdict": a1,
+                    "numbers": "; ".join(f"{label} "
+                                         f"{SeedSummary.from_dict(m['assumption1']).text()}"
+                                         for label, m in methods.items())
+                               + " (fraction of anchors, mean ± sd [95% t-interval] over "
+                                 "seeds)"})
+    return out
+
+
+def hard_negative_accuracy_table(summary: dict, dataset: str) -> Table:
+    """Per form and method: linear-probe top-1 per seed, mean ± sd, kNN, and the across-seed
+    difference to the form's SCL (hierarchical bootstrap)."""
+    rows = []
+    for form in summary["forms"].values():
+        name = form["title"].split(":")[0]
+        for label, m in form["methods"].items():
+            d = m.get("minus_reference")
+            rows.append([name, label, ", ".join(f"{100 * v:.2f}" for v in m["per_seed_top1"]),
+                         SeedSummary.from_dict(m["top1"]).text(100, 2),
+                         f"{100 * m['knn_top1']:.2f}",
+                         "—" if d is None else
+                         f"{100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
+                         f" ({'significant' if d['low'] > 0 or d['high'] < 0 else 'not significant'})"])
+    return Table(f"Hard negatives over seeds: linear-probe top-1, % ({dataset})",
+                 ["Form", "Method", "Per seed", "Mean ± sd [95% t-interval]", "kNN top-1 (mean)",
+                  "− SCL of its form [95% interval]"], rows,
+                 f"{len(summary['seeds'])} seeds, the same {summary['test_images']:,} test "
+                 "images for every run. The difference to SCL: the mean over seeds with the "
+                 f"hierarchical bootstrap ({summary['n_resamples']} draws of seeds with "
+                 "replacement and one shared resample of the test images, as Table 2 over "
+                 "seeds); significant when its 95% interval excludes 0.")
+
+
+def hard_negative_curves_table(summary: dict) -> Table:
+    """Per form and method: the fraction of epochs with L_H-SCL <= L_H-UCL per seed and
+    Assumption 1 after the last epoch per seed and over seeds."""
+    beta = summary["beta"]
+    rows = []
+    for form in summary["forms"].values():
+        name = form["title"].split(":")[0]
+        for label, m in form["methods"].items():
+            rows.append([name, label, ", ".join(f"{f:.2f}" for f in m["loss_order_per_seed"]),
+                         ", ".join(f"{a:.3f}" for a in m["assumption1_per_seed"]),
+                         SeedSummary.from_dict(m["assumption1"]).text()])
+    return Table(f"Hard negatives over seeds: the loss order and Assumption 1 (β={beta:g})",
+                 ["Form", "Method (its runs)", "Epochs with L_H-SCL ≤ L_H-UCL, per seed",
+                  "Assumption 1 at the end, per seed", "Mean ± sd [95% t-interval]"], rows,
+                 "Epochs with L_H-SCL ≤ L_H-UCL: the fraction of each run's epochs in which "
+                 "H-SCL is at most H-UCL (both in the run's form, mean over the epoch's training "
+                 "batches of that run). Assumption 1: the fraction of held-out anchors for "
+                 "which it holds after the last epoch.")
