@@ -95,7 +95,7 @@ help:
 	@echo "                   of DATASET/CONFIG -> results/$(FIGURES_OUT)/"
 	@echo "make data          install Fashion-MNIST (Debian package) into data/"
 	@echo "make reproduce-hard-negatives   Jiang et al.'s SCL vs H-SCL in both forms of the losses,"
-	@echo "                      3 seeds, the CPU setting at 9 epochs -> results/hard-negatives/ (~90 min)"
+	@echo "                      3 seeds, the CPU setting at 9 epochs -> results/hard-negatives/ (~105 min)"
 	@echo "make reproduce-mini EXPERIMENT=hard-negatives   the same at the minutes scale"
 	@echo "                      -> results/hard-negatives-mini/"
 	@echo "make bench-losses  loss forward+backward time and memory -> results/benchmarks/losses.md"
