@@ -15,7 +15,8 @@ run stops the chain with ``RunDirectoryError`` unless ``force``. Runs are named 
 ``runs.run_name`` (``runs/<dataset>-<loss>[-<setting>]``). What each stage cost is kept in
 ``<out>/timings.json`` across reuse: a reused stage keeps the seconds it took when it ran, or
 ``None`` ("reused, not timed here") when no earlier chain recorded it; ``total`` sums the timed
-stages.
+stages. Runs trained in parallel are timed by their wall clock, which adds up across chains that
+each trained some of them (:func:`pretraining_wall`).
 """
 
 from __future__ import annotations
@@ -418,6 +419,20 @@ def read_timings(path: Path) -> Timings:
 PRETRAIN_WALL = "pretraining (wall clock)"    # with runs in parallel: what the runs took together
 
 
+def pretraining_wall(seconds: float, done: dict, recorded: Optional[float]) -> Optional[float]:
+    """The wall clock of the parallel pretraining behind the results: this chain's ``seconds``
+    when it trained every run, the ``recorded`` one when it trained none, and their sum when it
+    reused some runs and trained others (arms added to an experiment that already ran): the
+    reused runs' time is in the earlier chain's wall clock (None: not timed there, so neither is
+    the whole)."""
+    ran = [r for _, r, _ in done.values()]
+    if not any(ran):
+        return recorded
+    if all(ran):
+        return seconds
+    return None if recorded is None else recorded + seconds
+
+
 def with_total(timings: Timings) -> Timings:
     """``timings`` with ``total``: the sum of the timed stages (untimed ones are left out); when
     the runs were trained several at a time, their wall clock ``PRETRAIN_WALL`` stands for the
@@ -459,9 +474,8 @@ def run_chain(experiment: Experiment, options: ChainOptions) -> Timings:
     t0 = time.perf_counter()
     done = pretrain_all(jobs, options)
     if options.jobs > 1:
-        ran_any = any(ran for _, ran, _ in done.values())
-        timings[PRETRAIN_WALL] = (time.perf_counter() - t0 if ran_any
-                                  else recorded.get(PRETRAIN_WALL))
+        timings[PRETRAIN_WALL] = pretraining_wall(time.perf_counter() - t0, done,
+                                                  recorded.get(PRETRAIN_WALL))
     for job, (directory, ran, seconds) in done.items():
         key = f"pretrain {job.key(seeds)}"
         timings[key] = seconds if ran else recorded.get(key)

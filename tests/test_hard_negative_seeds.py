@@ -78,13 +78,17 @@ def claims_by(summary: dict) -> dict[tuple[str, str], str]:
     return {(c["form"], kinds[i % 4]): c["verdict"] for i, c in enumerate(summary["claims"])}
 
 
-def test_accuracy_numbers_and_the_verdict_of_h_scl_against_scl(tmp_path):
+TOP1 = {"SCL": [0.70, 0.72, 0.71], "H-SCL (β=1)": [0.75, 0.77, 0.76],
+        "SCL, Jiang form": [0.80, 0.80, 0.81], "H-SCL (β=1), Jiang form": [0.75, 0.75, 0.76],
+        "H-UCL (β=1)": [0.64, 0.66, 0.65], "H-UCL (β=1), Jiang form": [0.75, 0.76, 0.75]}
+
+
+def test_accuracy_numbers_and_the_verdicts_of_h_scl_against_scl_and_h_ucl(tmp_path):
     """SINCERE's form: H-SCL right on 5 more points of the images than SCL at every seed ->
-    held, with a mean difference of 5 points; Jiang form: 5 points fewer -> did not hold.
-    H-UCL is never trained: its verdict is 'not run'."""
-    top1 = {"SCL": [0.70, 0.72, 0.71], "H-SCL (β=1)": [0.75, 0.77, 0.76],
-            "SCL, Jiang form": [0.80, 0.80, 0.81], "H-SCL (β=1), Jiang form": [0.75, 0.75, 0.76]}
-    by_seed = experiment(tmp_path, top1, uniform([True] * 3), uniform(0.9))
+    held, with a mean difference of 5 points, and 11 more than H-UCL -> held; Jiang form: 5
+    points fewer than SCL -> did not hold, and H-UCL within a point of H-SCL, above at one
+    seed and below at another -> inconclusive."""
+    by_seed = experiment(tmp_path, TOP1, uniform([True] * 3), uniform(0.9))
     summary = seeds.hard_negative_summary(by_seed, n_resamples=400)
     ours = summary["forms"]["sincere"]["methods"]
     assert ours["SCL"]["per_seed_top1"] == pytest.approx([0.70, 0.72, 0.71])
@@ -98,7 +102,28 @@ def test_accuracy_numbers_and_the_verdict_of_h_scl_against_scl(tmp_path):
     verdicts = claims_by(summary)
     assert verdicts[("sincere", "above SCL")] == "held"
     assert verdicts[("jiang", "above SCL")] == "did not hold"
+    u = ours["H-UCL (β=1)"]["tilted_minus"]
+    assert u["mean"] == pytest.approx(0.11, abs=0.005) and u["low"] > 0.09
+    assert ours["H-UCL (β=1)"]["minus_reference"]["mean"] == pytest.approx(-0.06, abs=0.005)
+    assert "tilted_minus" not in ours["H-SCL (β=1)"] and "tilted_minus" not in ours["SCL"]
+    assert jiang["H-UCL (β=1), Jiang form"]["tilted_minus"]["mean"] == \
+        pytest.approx(0.0, abs=0.005)
+    assert verdicts[("sincere", "above H-UCL")] == "held"
+    assert verdicts[("jiang", "above H-UCL")] == "inconclusive"
+    table = seeds.hard_negative_accuracy_table(summary, "fashion-mnist").markdown()
+    assert "| SINCERE's form | H-UCL (β=1) | 64.00, 66.00, 65.00 |" in table
+    assert "(significant) | +11.0" in table
+
+
+def test_h_scl_against_h_ucl_is_not_run_without_h_ucl_at_every_seed(tmp_path):
+    by_seed = experiment(tmp_path, TOP1, uniform([True] * 3), uniform(0.9))
+    for label in ("H-UCL (β=1)", "H-UCL (β=1), Jiang form"):
+        del by_seed[2][label]
+    summary = seeds.hard_negative_summary(by_seed, n_resamples=100)
+    assert "H-UCL (β=1)" not in summary["forms"]["sincere"]["methods"]
+    verdicts = claims_by(summary)
     assert verdicts[("sincere", "above H-UCL")] == verdicts[("jiang", "above H-UCL")] == "not run"
+    assert verdicts[("sincere", "above SCL")] == "held"
 
 
 def test_equal_accuracy_is_inconclusive(tmp_path):
@@ -113,7 +138,8 @@ def test_the_loss_order_rule(tmp_path):
     when in fewer than half of the form's run-epochs; inconclusive between."""
     order = uniform([True, True, True])
     order["SCL, Jiang form"] = [[True, False, False]] * 3          # 3 of 9 run-epochs
-    order["H-SCL (β=1), Jiang form"] = [[False, False, True]] * 3  # 3 of 9: 6 of 18 in all
+    order["H-SCL (β=1), Jiang form"] = [[False, False, True]] * 3  # 3 of 9
+    order["H-UCL (β=1), Jiang form"] = [[False, True, True]] * 3   # 6 of 9: 12 of 27 in all
     by_seed = experiment(tmp_path, uniform(0.8), order, uniform(0.9))
     summary = seeds.hard_negative_summary(by_seed, n_resamples=100)
     assert summary["forms"]["jiang"]["methods"]["SCL, Jiang form"]["loss_order_per_seed"] == \
@@ -121,8 +147,9 @@ def test_the_loss_order_rule(tmp_path):
     verdicts = claims_by(summary)
     assert verdicts[("sincere", "loss order")] == "held"
     assert verdicts[("jiang", "loss order")] == "did not hold"
-    order["SCL, Jiang form"] = [[True, True, False]] * 3           # 12 of 18 run-epochs
-    order["H-SCL (β=1), Jiang form"] = [[True, True, False]] * 3
+    order["SCL, Jiang form"] = [[True, True, False]] * 3           # 15 of 27 run-epochs
+    order["H-SCL (β=1), Jiang form"] = [[True, False, False]] * 3
+    order["H-UCL (β=1), Jiang form"] = [[True, True, False]] * 3
     verdicts = claims_by(seeds.hard_negative_summary(
         experiment(tmp_path / "again", uniform(0.8), order, uniform(0.9)), n_resamples=100))
     assert verdicts[("jiang", "loss order")] == "inconclusive"
@@ -134,7 +161,9 @@ def test_the_assumption_1_rule(tmp_path):
     assumption = uniform(0.0)
     assumption.update({"SCL": [0.90, 0.92, 0.91], "H-SCL (β=1)": [0.95, 0.96, 0.94],
                        "SCL, Jiang form": [0.90, 0.91, 0.92],
-                       "H-SCL (β=1), Jiang form": [0.30, 0.32, 0.31]})
+                       "H-SCL (β=1), Jiang form": [0.30, 0.32, 0.31],
+                       "H-UCL (β=1)": [0.55, 0.57, 0.56],
+                       "H-UCL (β=1), Jiang form": [0.80, 0.82, 0.81]})
     by_seed = experiment(tmp_path, uniform(0.8), uniform([True] * 3), assumption)
     summary = seeds.hard_negative_summary(by_seed, n_resamples=100)
     a1 = summary["forms"]["sincere"]["methods"]["SCL"]["assumption1"]
@@ -147,6 +176,13 @@ def test_the_assumption_1_rule(tmp_path):
         experiment(tmp_path / "again", uniform(0.8), uniform([True] * 3), assumption),
         n_resamples=100))
     assert verdicts[("jiang", "Assumption 1")] == "inconclusive"
+    assumption["H-SCL (β=1), Jiang form"] = [0.90, 0.90, 0.91]
+    assumption["H-UCL (β=1)"] = [0.45, 0.47, 0.46]       # one method below: did not hold
+    verdicts = claims_by(seeds.hard_negative_summary(
+        experiment(tmp_path / "third", uniform(0.8), uniform([True] * 3), assumption),
+        n_resamples=100))
+    assert verdicts[("sincere", "Assumption 1")] == "did not hold"
+    assert verdicts[("jiang", "Assumption 1")] == "held"
 
 
 def test_other_test_images_are_refused(tmp_path):
@@ -162,9 +198,7 @@ def test_other_test_images_are_refused(tmp_path):
 def test_the_across_seed_outputs_report_and_block(tmp_path, figures_not_rasterised):
     """summarise_hard_negatives writes the tables, seed-band figures and seeds.json; the REPORT
     and the results block carry the claims and the tables as written."""
-    top1 = {"SCL": [0.70, 0.72, 0.71], "H-SCL (β=1)": [0.75, 0.77, 0.76],
-            "SCL, Jiang form": [0.80, 0.80, 0.81], "H-SCL (β=1), Jiang form": [0.75, 0.75, 0.76]}
-    by_seed = experiment(tmp_path / "runs", top1, uniform([True] * 3), uniform(0.9))
+    by_seed = experiment(tmp_path / "runs", TOP1, uniform([True] * 3), uniform(0.9))
     out = tmp_path / "out"
     for s, runs in by_seed.items():
         outputs.make_hard_negative_figures(runs, out / f"seed-{s}", "fashion-mnist", 50)

@@ -138,3 +138,73 @@ def test_compare_precision_writes_its_report(tmp_path, figures_not_rasterised):
     assert "The yardstick, fp32 against fp32 on different seeds: |Δ loss| 25.00%" in text
     assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(result))
     assert (tmp_path / "curves.png").is_file() and (tmp_path / "curves.pdf").is_file()
+
+
+PROBES = {("false", 0): {"top1": 0.80, "n_test": 10000}, ("true", 0): {"top1": 0.81},
+          ("false", 1): {"top1": 0.78}, ("true", 1): {"top1": 0.75}}
+
+
+def test_compare_precision_sets_the_probes_beside_the_yardstick(tmp_path, figures_not_rasterised):
+    """With each run's probe: |probe bf16 - fp32| on the same seed (0.01, 0.03) against fp32
+    seed 0 against seed 1 (0.02); a quantity is 'within the seed-to-seed spread' only when its
+    same-seed mean is strictly below the yardstick's (probe: 0.02 is not below 0.02)."""
+    from sincere import precision_compare as cp
+    result = cp.compare(CURVES, (0, 1), PROBES)
+    assert result["bf16_vs_fp32"]["mean_abs_probe"] == pytest.approx(0.02)
+    assert result["bf16_vs_fp32"]["max_abs_probe"] == pytest.approx(0.03)
+    assert result["fp32_seed_vs_seed"]["mean_abs_probe"] == pytest.approx(0.02)
+    assert result["final"]["bf16 seed 1"]["probe_top1"] == 0.75
+    # loss 0.125 < 0.25, kNN 0.08/3 < 0.10 (the one epoch both seeds have), probe not below
+    assert result["within_seed_spread"] == {"loss": True, "knn": True, "probe": False}
+    assert cp.compare(CURVES, (0,), PROBES)["within_seed_spread"] == {
+        "loss": None, "knn": None, "probe": None}
+    config = cp.ROOT / "configs" / "cpu" / "fashion_mnist.yaml"
+    cp.write(tmp_path, CURVES, (0, 1), config, [], "command", PROBES,
+             cp.linear_config_for(config))
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "Linear probe (`configs/linear/cpu.yaml`, the same for both precisions)" in text
+    assert "| 1 | 78.00% | 75.00% | -3.00 points |" in text
+    assert ("the loss smaller (within the seed-to-seed spread); kNN top-1 smaller (within the "
+            "seed-to-seed spread); probe top-1 not smaller.") in text
+
+
+def test_compare_precision_names_a_missing_probe_config(tmp_path):
+    from sincere import precision_compare as cp
+    from sincere.config import ConfigError
+    assert cp.linear_config_for(cp.ROOT / "configs" / "mini" / "fashion_mnist.yaml") == \
+        cp.ROOT / "configs" / "linear" / "mini.yaml"
+    with pytest.raises(ConfigError, match="--linear-config"):
+        cp.linear_config_for(tmp_path / "elsewhere" / "x.yaml")
+
+
+def test_compare_precision_end_to_end_trains_probes_and_reuses(tmp_path, monkeypatch,
+                                                               figures_not_rasterised):
+    """A tiny comparison on scikit-learn's digits: both precisions of one seed trained and
+    probed, the report and summary carry the probes; rerun, the finished runs and probes are
+    reused (nothing trains or probes again) and the summary is the same."""
+    import json
+
+    from sincere import precision_compare as cp
+    linear = tmp_path / "linear.yaml"
+    linear.write_text("epochs: 2\nbatch_size: 64\naugment: false\nnum_workers: 0\nthreads: 2\n")
+    config = cp.ROOT / "configs" / "mini" / "fashion_mnist.yaml"
+    args = [*DIGITS, "epochs=1", "data.subset=64", "data.test_subset=0", "batch_size=32",
+            "model.width=4", "data.image_size=8", "model.proj_dim=16",
+            "monitor.losses=[]", "monitor.gradients_every=0", "monitor.heldout_every=0"]
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    first = cp.compare_precision(config, (0,), args, runs, out, "cmd", linear)
+    probes = {k: v["probe_top1"] for k, v in first["final"].items()}
+    assert set(probes) == {"fp32 seed 0", "bf16 seed 0"}
+    for directory in ("amp-false-seed0", "amp-true-seed0"):
+        saved = json.loads((runs / directory / "linear" / "metrics.json").read_text())
+        assert saved["n_test"] > 0
+    assert json.loads((runs / "amp-true-seed0" / "metrics.jsonl").read_text()
+                      .splitlines()[-1])["bf16"] is True
+    text = (out / "REPORT.md").read_text()
+    assert f"| 0 | {100 * probes['fp32 seed 0']:.2f}% | {100 * probes['bf16 seed 0']:.2f}% |" \
+        in text
+
+    def refuse(*_, **__):
+        raise AssertionError("a finished run or probe ran again")
+    monkeypatch.setattr(cp, "linear_eval", refuse)
+    assert cp.compare_precision(config, (0,), args, runs, out, "cmd", linear) == first

@@ -85,7 +85,7 @@ def test_reproduce_paper_dry_run_and_reuse(tmp_path, cifar10_root, monkeypatch, 
 def test_hard_negative_experiment_dry_run(tmp_path, cifar10_root, monkeypatch, capsys,
                                           figures_not_rasterised):
     """The hard-negative experiment end to end through the same chain on a small CIFAR-format
-    archive: SCL and H-SCL (beta 1) in both forms of the losses, named by ``runs.run_name``,
+    archive: SCL, H-SCL and H-UCL (beta 1) in both forms of the losses, named by ``runs.run_name``,
     their probes, the raw-pixel baseline, the accuracy table, the four losses of each run's form
     on its batches, Assumption 1, the claims and the published per-run logs."""
     monkeypatch.chdir(tmp_path)
@@ -103,14 +103,19 @@ def test_hard_negative_experiment_dry_run(tmp_path, cifar10_root, monkeypatch, c
                  "accuracy_baselines.md", "REPORT.md"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary) == ["SCL", "H-SCL (β=1)", "SCL, Jiang form", "H-SCL (β=1), Jiang form"]
-    assert [k for k in timings if k.startswith("pretrain")] == [f"pretrain {m}" for m in summary]
+    assert list(summary) == ["SCL", "H-SCL (β=1)", "H-UCL (β=1)", "SCL, Jiang form",
+                             "H-SCL (β=1), Jiang form", "H-UCL (β=1), Jiang form"]
+    assert sorted(k for k in timings if k.startswith("pretrain")) == sorted(
+        f"pretrain {m}" for m in summary)
     assert "baseline pixels" in timings            # CIFAR's native size is the training size
     runs = sorted(p.name for p in (out / "runs").iterdir())
-    assert runs == ["cifar10-hscl-b1", "cifar10-hscl-b1-jiang", "cifar10-scl", "cifar10-scl-jiang"]
+    assert runs == ["cifar10-hscl-b1", "cifar10-hscl-b1-jiang", "cifar10-hucl-b1",
+                    "cifar10-hucl-b1-jiang", "cifar10-scl", "cifar10-scl-jiang"]
     for name, trained in (("cifar10-scl", "loss_sincere"), ("cifar10-hscl-b1", "loss_hscl_b1"),
                           ("cifar10-scl-jiang", "loss_hscl_b0"),
-                          ("cifar10-hscl-b1-jiang", "loss_hscl_b1")):
+                          ("cifar10-hscl-b1-jiang", "loss_hscl_b1"),
+                          ("cifar10-hucl-b1", "loss_hucl_b1"),
+                          ("cifar10-hucl-b1-jiang", "loss_hucl_b1")):
         records = [json.loads(x) for x in
                    (out / "runs" / name / "metrics.jsonl").read_text().splitlines()]
         assert len(records) == 2
@@ -124,12 +129,16 @@ def test_hard_negative_experiment_dry_run(tmp_path, cifar10_root, monkeypatch, c
     assert (jiang.loss.negatives_scale, jiang.loss.pair_mean, jiang.loss.temperature,
             jiang.loss.detach_weights) == ("batch", True, 0.5, False)
     table = (out / "accuracy.md").read_text()
-    assert table.count("\n| ") == 5           # header + four methods
+    assert table.count("\n| ") == 7           # header + six methods
+    hucl = load_config(out / "runs" / "cifar10-hucl-b1-jiang" / "config.yaml")
+    assert (hucl.loss.name, hucl.loss.beta, hucl.loss.temperature) == ("hucl", 1.0, 0.5)
     report = (out / "REPORT.md").read_text()
     assert table in report and "## Jiang et al.'s claims (one seed)" in report
     claims = json.loads((out / "seeds.json").read_text())["claims"]
     assert [c["form"] for c in claims] == ["sincere"] * 4 + ["jiang"] * 4
-    assert [c["verdict"] for c in claims][1::4] == ["not run", "not run"]
+    # H-SCL - H-UCL is judged (on the test images alone, with one seed)
+    assert all(c["verdict"] in ("held", "did not hold", "inconclusive") for c in claims[1::4])
+    assert all("H-SCL − H-UCL" in c["numbers"] for c in claims[1::4])
     # one seed has no t-interval over seeds: Assumption 1 cannot be judged
     assert [c["verdict"] for c in claims][3::4] == ["inconclusive", "inconclusive"]
     capsys.readouterr()
@@ -144,6 +153,21 @@ def test_timings_total_skips_untimed_stages_and_reads_old_nan(tmp_path):
     assert recorded == {"pretrain a": 10.0, "pretrain b": None, "total": 10.0}
     assert experiments.with_total({**recorded, "tables and figures": 2.5})["total"] == 12.5
     assert experiments.read_timings(tmp_path / "none.json") == {}
+
+
+def test_pretraining_wall_adds_up_over_chains_that_each_trained_some_runs():
+    """Runs trained in parallel are timed by the chain's wall clock: this chain's alone when it
+    trained every run, the recorded one when it reused every run, their sum when it added runs
+    to an experiment whose other runs an earlier chain trained (None when that one was not
+    timed)."""
+    wall = experiments.pretraining_wall
+    trained = {"a": (None, True, 5.0), "b": (None, True, 6.0)}
+    reused = {"a": (None, False, 0.0), "b": (None, False, 0.0)}
+    mixed = {"a": (None, False, 0.0), "b": (None, True, 6.0)}
+    assert wall(7.0, trained, 100.0) == 7.0
+    assert wall(0.5, reused, 100.0) == 100.0
+    assert wall(7.0, mixed, 100.0) == 107.0
+    assert wall(7.0, mixed, None) is None
 
 
 def test_reproduce_cli_refuses_a_run_directory_holding_another_run(tmp_path):

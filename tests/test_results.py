@@ -113,7 +113,8 @@ HARD = ROOT / "results" / "hard-negatives"
 # each run and the logged loss it trains: SCL in SINCERE's form is SINCERE (= H-SCL at beta 0)
 TRAINED = {f"fashion-mnist-{name}-cpu{seed}": key
            for name, key in (("scl", "loss_sincere"), ("hscl-b1", "loss_hscl_b1"),
-                             ("scl-jiang", "loss_hscl_b0"), ("hscl-b1-jiang", "loss_hscl_b1"))
+                             ("scl-jiang", "loss_hscl_b0"), ("hscl-b1-jiang", "loss_hscl_b1"),
+                             ("hucl-b1", "loss_hucl_b1"), ("hucl-b1-jiang", "loss_hucl_b1"))
            for seed in ("", "-seed1", "-seed2")}
 
 
@@ -125,9 +126,11 @@ def test_the_hard_negative_results_are_complete():
     summary = json.loads((HARD / "seeds.json").read_text())
     assert summary["seeds"] == [0, 1, 2]
     assert {form: list(f["methods"]) for form, f in summary["forms"].items()} == {
-        "sincere": ["SCL", "H-SCL (β=1)"], "jiang": ["SCL, Jiang form", "H-SCL (β=1), Jiang form"]}
+        "sincere": ["SCL", "H-SCL (β=1)", "H-UCL (β=1)"],
+        "jiang": ["SCL, Jiang form", "H-SCL (β=1), Jiang form", "H-UCL (β=1), Jiang form"]}
+    assert all("not run" != c["verdict"] for c in summary["claims"])
     for seed in summary["seeds"]:
-        assert len(json.loads((HARD / f"seed-{seed}" / "summary.json").read_text())) == 4
+        assert len(json.loads((HARD / f"seed-{seed}" / "summary.json").read_text())) == 6
     assert sorted(p.name for p in (HARD / "runs").iterdir()) == sorted(TRAINED)
 
 

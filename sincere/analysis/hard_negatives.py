@@ -1,6 +1,6 @@
 """The hard-negative experiment (Jiang et al., "Supervised Contrastive Learning with Hard Negative
-Samples", seed 002): SCL and H-SCL(beta) trained in the same setting, in two forms of the losses
-(:data:`FORMS`: SINCERE's and Jiang et al.'s code's), each with the same seeds.
+Samples", seed 002): SCL, H-SCL(beta) and H-UCL(beta) trained in the same setting, in two forms of
+the losses (:data:`FORMS`: SINCERE's and Jiang et al.'s code's), each with the same seeds.
 
 Per seed (one run of every method) it writes
 - the accuracy table: kNN top-1 at the end of pretraining and linear-probe top-1 / top-5 with
@@ -84,13 +84,18 @@ class Method:
 
 
 # SCL is the untilted loss of each form: SINCERE itself in SINCERE's form (H-SCL at beta = 0 is
-# SINCERE exactly), H-SCL at beta = 0 in Jiang et al.'s (their code's SCL).
+# SINCERE exactly), H-SCL at beta = 0 in Jiang et al.'s (their code's SCL). H-UCL treats every
+# other image's views as negatives, so both forms' scalings and means coincide for it (2B - 2
+# negatives, one positive per anchor): its two forms differ in the temperature only.
 METHODS = (
     Method("SCL", "sincere"),
     Method("H-SCL", "hscl", 1.0),
     Method("SCL", "hscl", 0.0, JIANG),
     Method("H-SCL", "hscl", 1.0, JIANG),
+    Method("H-UCL", "hucl", 1.0),
+    Method("H-UCL", "hucl", 1.0, JIANG),
 )
+UNSUPERVISED = "H-UCL"          # the self-supervised method H-SCL is also compared with
 REFERENCE = "SCL"               # the method every other of its form is compared with
 BETA = 1.0                      # the tilt trained by H-SCL, compared and monitored
 
@@ -130,6 +135,12 @@ def reference_of(form: Form) -> str:
 def tilted_of(form: Form) -> str:
     """The label of a form's H-SCL(BETA)."""
     return next(m.label for m in METHODS if m.form == form and m.method == "H-SCL"
+                and m.beta == BETA)
+
+
+def unsupervised_of(form: Form) -> str:
+    """The label of a form's H-UCL(BETA)."""
+    return next(m.label for m in METHODS if m.form == form and m.method == UNSUPERVISED
                 and m.beta == BETA)
 
 

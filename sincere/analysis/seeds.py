@@ -388,7 +388,8 @@ def hard_negative_summary(runs_by_seed: dict[int, dict[str, Path]],
                                                               labels, 1))
     forms = {}
     for form in hn.forms_in(first):
-        ref = hn.reference_of(form)
+        ref, tilted = hn.reference_of(form), hn.tilted_of(form)
+        unsupervised = hn.unsupervised_of(form)
         methods = {}
         for label in hn.labels(form):
             if not all(label in runs for runs in runs_by_seed.values()):
@@ -410,9 +411,13 @@ def hard_negative_summary(runs_by_seed: dict[int, dict[str, Path]],
                 entry["minus_reference_t"] = t_interval(
                     [b - a for a, b in zip((float(c.mean()) for c in correct[ref]), top1)]
                 ).to_dict()
+            if label == unsupervised and tilted in methods:    # their other comparison: H-SCL − H-UCL
+                entry["tilted_minus"] = asdict(hierarchical_bootstrap(
+                    np.stack(correct[label]), np.stack(correct[tilted]), n_resamples, seed))
             methods[label] = entry
         forms[form.key or "sincere"] = {"title": form.title, "reference": ref,
-                                        "tilted": hn.tilted_of(form), "methods": methods}
+                                        "tilted": tilted, "unsupervised": unsupervised,
+                                        "methods": methods}
     summary = {"seeds": list(runs_by_seed), "test_images": int(len(labels0)),
                "n_resamples": n_resamples, "beta": hn.BETA, "forms": forms}
     summary["claims"] = hard_negative_claims(summary)
@@ -425,8 +430,8 @@ def hard_negative_claims(summary: dict) -> list[dict]:
     - H-SCL(beta) outperforms SCL in linear-probe top-1: held when the across-seed interval of
       H-SCL − SCL (hierarchical bootstrap) lies above 0, did not hold when below, else
       inconclusive;
-    - H-SCL outperforms H-UCL: "not run": the experiment trains no H-UCL encoder (its methods,
-      ``hard_negatives.METHODS``, are the supervised ones; H-UCL enters through its loss);
+    - H-SCL(beta) outperforms H-UCL(beta): the same rule on H-SCL − H-UCL ("not run" when no
+      H-UCL encoder was trained with every seed);
     - L_H-SCL <= L_H-UCL across epochs on the same batches: held when it holds in every epoch of
       every run of the form, did not hold when it holds in fewer than half of all those epochs,
       else inconclusive;
@@ -451,12 +456,20 @@ def hard_negative_claims(summary: dict) -> list[dict]:
                                f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (hierarchical "
                                f"bootstrap over {n} seeds and "
                                f"{summary['test_images']:,} test images)"})
-        out.append({"form": key, "claim": f"{name}: H-SCL (β={beta:g}) outperforms H-UCL in "
-                                          "linear-probe top-1",
-                    "verdict": "not run",
-                    "numbers": "no H-UCL encoder is trained in this experiment (its methods "
-                               "are the supervised ones; H-UCL's loss is evaluated on every "
-                               "run's batches, below)"})
+        unsupervised = methods.get(form.get("unsupervised"), {}).get("tilted_minus")
+        claim = f"{name}: H-SCL (β={beta:g}) outperforms H-UCL in linear-probe top-1"
+        if unsupervised is None:
+            out.append({"form": key, "claim": claim, "verdict": "not run",
+                        "numbers": "no H-UCL encoder was trained with every seed (H-UCL's loss "
+                                   "is evaluated on every run's batches, below)"})
+        else:
+            u = unsupervised
+            out.append({"form": key, "claim": claim,
+                        "verdict": sign_verdict(u["low"], u["high"]),
+                        "numbers": f"H-SCL − H-UCL {100 * u['mean']:+.2f} points, 95% interval "
+                                   f"[{100 * u['low']:+.2f}, {100 * u['high']:+.2f}] "
+                                   f"(hierarchical bootstrap over {n} seeds and "
+                                   f"{summary['test_images']:,} test images)"})
         fractions = [(f, e) for m in methods.values()
                      for f, e in zip(m["loss_order_per_seed"], m["epochs"])]
         held_epochs = sum(f * e for f, e in fractions)
@@ -488,22 +501,29 @@ def hard_negative_claims(summary: dict) -> list[dict]:
 def hard_negative_accuracy_table(summary: dict, dataset: str) -> Table:
     """Per form and method: linear-probe top-1 per seed, mean ± sd, kNN, and the across-seed
     difference to the form's SCL (hierarchical bootstrap)."""
+    def difference(d: dict | None) -> str:
+        if d is None:
+            return "—"
+        significant = d["low"] > 0 or d["high"] < 0
+        return (f"{100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] "
+                f"({'significant' if significant else 'not significant'})")
+
     rows = []
     for form in summary["forms"].values():
         name = form["title"].split(":")[0]
         for label, m in form["methods"].items():
-            d = m.get("minus_reference")
             rows.append([name, label, ", ".join(f"{100 * v:.2f}" for v in m["per_seed_top1"]),
                          SeedSummary.from_dict(m["top1"]).text(100, 2),
-                         f"{100 * m['knn_top1']:.2f}",
-                         "—" if d is None else
-                         f"{100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}]"
-                         f" ({'significant' if d['low'] > 0 or d['high'] < 0 else 'not significant'})"])
+                         f"{100 * m['knn_top1']:.2f}", difference(m.get("minus_reference")),
+                         difference(m.get("tilted_minus"))])
+    beta = summary["beta"]
     return Table(f"Hard negatives over seeds: linear-probe top-1, % ({dataset})",
                  ["Form", "Method", "Per seed", "Mean ± sd [95% t-interval]", "kNN top-1 (mean)",
-                  "− SCL of its form [95% interval]"], rows,
+                  "This − SCL of its form [95% interval]",
+                  f"H-SCL (β={beta:g}) − this [95% interval]"], rows,
                  f"{len(summary['seeds'])} seeds, the same {summary['test_images']:,} test "
-                 "images for every run. The difference to SCL: the mean over seeds with the "
+                 "images for every run. Differences (this method minus its form's SCL; its "
+                 "form's H-SCL minus H-UCL): the mean over seeds with the "
                  f"hierarchical bootstrap ({summary['n_resamples']} draws of seeds with "
                  "replacement and one shared resample of the test images, as Table 2 over "
                  "seeds); significant when its 95% interval excludes 0.")
