@@ -39,7 +39,11 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    command = (f"python scripts/compare_precision.py --seeds {args.seeds}"
+    default_config = p.get_default("config")
+    command = ("python scripts/compare_precision.py"
+               + (f" --config {args.config}" if args.config != default_config else "")
+               + (f" --linear-config {args.linear_config}" if args.linear_config else "")
+               + f" --seeds {args.seeds}"
                + (f" --args {' '.join(args.args)}" if args.args else ""))
     return run_command(lambda: compare_precision(Path(args.config), seeds, args.args,
                                                  Path(args.runs), Path(args.out), command,

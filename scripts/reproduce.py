@@ -3,7 +3,7 @@
     python scripts/reproduce.py --config mini                    # Fashion-MNIST on a CPU
     python scripts/reproduce.py --config paper --dataset cifar10 # the paper's setting, a GPU
     python scripts/reproduce.py --config cpu --experiment hard-negatives --seeds 3 --jobs 2
-                                  # SCL vs H-SCL (Jiang et al.), both forms -> results/hard-negatives
+                                  # SCL, H-SCL, H-UCL (Jiang et al.), both forms -> results/hard-negatives
 
     python scripts/reproduce.py --config official --dataset cifar10  # the authors' code as run
     python scripts/reproduce.py --config cpu --seeds 3 --convergence --jobs 2
@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--linear-args", nargs="*", default=[], help="linear-probe overrides")
     p.add_argument("--bootstrap", type=int, default=N_RESAMPLES)
     p.add_argument("--experiment", choices=tuple(experiments.EXPERIMENTS), default="main",
-                   help="main: SupCon vs SINCERE (the paper); hard-negatives: SCL and H-SCL "
-                        "(Jiang et al.) in SINCERE's and in their code's form of the losses")
+                   help="main: SupCon vs SINCERE (the paper); hard-negatives: SCL, H-SCL and "
+                        "H-UCL (Jiang et al.) in SINCERE's and in their code's form of the losses")
     p.add_argument("--seeds", default="1",
                    help="training seeds: a count N (0 .. N-1) or a list (7,8,9); several give "
                         "per-seed results in <out>/seed-<s>/ and across-seed tests in <out>")

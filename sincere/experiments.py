@@ -5,8 +5,8 @@ here).
 Two experiments run through the same chain, differing in their arms and their analysis step:
 
 - ``MAIN``: the paper's comparison, SupCon vs SINCERE -> Tables 1-2, Figures 2, 3, A.1, t-SNE;
-- ``HARD_NEGATIVES``: UCL, H-UCL, SCL and H-SCL (Jiang et al.; ``analysis.hard_negatives``)
-  -> accuracy table, losses on the same batches, Assumption 1.
+- ``HARD_NEGATIVES``: SCL, H-SCL and H-UCL trained (Jiang et al.; ``analysis.hard_negatives``)
+  -> accuracy table, the four losses UCL, H-UCL, SCL, H-SCL on the same batches, Assumption 1.
 
 A stage that already finished with the same config is reused (``runs.run_status``; a pretraining
 run that stopped part-way, killed or pre-empted by a signal, is continued with ``resume=auto``
@@ -39,9 +39,9 @@ from sincere.linear_eval import linear_eval
 from sincere.pretrain import pretrain
 from sincere.runs import (
     RunDirectoryError,
-    checkpoint_path,
     run_dir,
     run_name,
+    probe_finished,
     run_status,
 )
 from sincere.supervised import CE, CE_MONITORS_OFF, is_supervised
@@ -349,14 +349,12 @@ def pretrain_all(jobs: list[Job], options: ChainOptions) -> dict[Job, tuple[Path
 def linear_stage(directory: Path, options: ChainOptions, seed: int = 0) -> bool:
     """Linear-probe a run (with the run's training seed) unless its probe finished with this
     config after its last checkpoint; returns whether anything ran."""
-    metrics = directory / "linear" / "metrics.json"
     config = load_config(options.linear_file, [f"run_dir={directory}",
                                                *((f"seed={seed}",) if seed else ()),
                                                *options.linear_args], cls=LinearConfig)
     saved = directory / "linear" / "config.yaml"
     same = saved.is_file() and load_config(saved, cls=LinearConfig) == config
-    if (not options.force and same and metrics.is_file()
-            and metrics.stat().st_mtime >= checkpoint_path(directory).stat().st_mtime):
+    if not options.force and same and probe_finished(directory):
         print(f"{directory}/linear: finished earlier with this config and checkpoint, reused")
         return False
     linear_eval(config, progress=not options.quiet)
@@ -424,7 +422,8 @@ def pretraining_wall(seconds: float, done: dict, recorded: Optional[float]) -> O
     when it trained every run, the ``recorded`` one when it trained none, and their sum when it
     reused some runs and trained others (arms added to an experiment that already ran): the
     reused runs' time is in the earlier chain's wall clock (None: not timed there, so neither is
-    the whole)."""
+    the whole). What producing the runs cost, over every chain that trained some: a run resumed
+    or redone here after an earlier chain's wall clock counted part of it counts in both."""
     ran = [r for _, r, _ in done.values()]
     if not any(ran):
         return recorded
@@ -438,7 +437,7 @@ def with_total(timings: Timings) -> Timings:
     the runs were trained several at a time, their wall clock ``PRETRAIN_WALL`` stands for the
     per-run times, which overlap."""
     stages = {k: v for k, v in timings.items() if k != "total"}
-    parallel = stages.get(PRETRAIN_WALL) is not None
+    parallel = PRETRAIN_WALL in stages      # None: not timed, and the overlapping runs not summed
     return {**stages, "total": sum(v for k, v in stages.items() if v is not None and not (
         parallel and k.startswith("pretrain ")))}
 

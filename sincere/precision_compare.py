@@ -30,7 +30,7 @@ from sincere.config import ConfigError, LinearConfig, load_config
 from sincere.linear_eval import linear_eval
 from sincere.precision import cpu_bf16_flags
 from sincere.pretrain import pretrain
-from sincere.runs import checkpoint_path, read_metrics
+from sincere.runs import probe_finished, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ARGS = ["epochs=6", "data.subset=10000", "knn_every=1", "checkpoint_every=0"]
@@ -67,8 +67,7 @@ def probe(directory: Path, linear_file: Path, seed: int) -> dict:
     metrics = directory / "linear" / "metrics.json"
     saved = directory / "linear" / "config.yaml"
     if not (saved.is_file() and load_config(saved, cls=LinearConfig) == config
-            and metrics.is_file()
-            and metrics.stat().st_mtime >= checkpoint_path(directory).stat().st_mtime):
+            and probe_finished(directory)):
         t0 = time.perf_counter()
         linear_eval(config, progress=False)
         print(f"{directory.name}: probe {time.perf_counter() - t0:.0f} s", flush=True)
@@ -151,7 +150,8 @@ def compare(curves: dict, seeds, probes: dict | None = None) -> dict:
               "final": final, "seeds": list(seeds)}
     yard = result["fp32_seed_vs_seed"]
     result["within_seed_spread"] = {
-        name: (None if yard is None or math.isnan(yard[key]) else
+        name: (None if yard is None or math.isnan(yard[key])
+               or math.isnan(result["bf16_vs_fp32"][key]) else
                bool(result["bf16_vs_fp32"][key] < yard[key]))
         for name, key in (("loss", "mean_abs_loss_rel"), ("knn", "mean_abs_knn"),
                           ("probe", "mean_abs_probe")) if key in result["bf16_vs_fp32"]}
@@ -234,7 +234,9 @@ def write(out: Path, curves: dict, seeds, config_file: Path, args: list[str],
         names = {"loss": "the loss", "knn": "kNN top-1", "probe": "probe top-1"}
         lines += ["", "bf16 − fp32 on the same seed against fp32 seed against seed (mean "
                   "absolute differences): " + "; ".join(
-                      f"{names[k]} {'smaller (within the seed-to-seed spread)' if v else 'not smaller'}"
+                      f"{names[k]} " + ("not measured" if v is None else
+                                        "smaller (within the seed-to-seed spread)" if v
+                                        else "not smaller")
                       for k, v in result["within_seed_spread"].items()) + "."]
     lines += ["", "![curves](curves.png)", ""]
     (out / "REPORT.md").write_text("\n".join(lines))

@@ -93,6 +93,18 @@ def config_differences(a: PretrainConfig, b: PretrainConfig) -> list[str]:
     return [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in fa if fa.get(k) != fb.get(k)]
 
 
+def probe_finished(directory: str | Path) -> bool:
+    """Whether ``directory/linear`` holds a probe that finished after the run's last checkpoint
+    and after its saved config (``linear_eval`` writes the config first, so a probe killed
+    part-way leaves a config newer than the previous probe's metrics)."""
+    directory = Path(directory)
+    metrics, saved = directory / "linear" / "metrics.json", directory / "linear" / "config.yaml"
+    if not (metrics.is_file() and saved.is_file()):
+        return False
+    done = metrics.stat().st_mtime
+    return done >= checkpoint_path(directory).stat().st_mtime and done >= saved.stat().st_mtime
+
+
 def run_status(directory: str | Path, config: PretrainConfig) -> str:
     """'done', 'partial' (resume it), 'fresh' (nothing there, or only the logs of the same run
     stopped before its first checkpoint) or 'different' (the folder holds another run, or a
@@ -207,3 +219,4 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
