@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +209,12 @@ def test_authors_kl_estimate_matches_a_direct_loop():
 # ---------------------------------------------------------------------------------------------
 
 
+def make_figures_main():
+    """scripts/make_figures.py's ``main(argv)``, run in this process (the script loaded, not as
+    ``__main__``): the command line as a user gives it, without a second start-up of torch."""
+    return runpy.run_path(str(ROOT / "scripts" / "make_figures.py"))["main"]
+
+
 @pytest.fixture(scope="module")
 def digit_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
@@ -260,14 +264,8 @@ def test_make_figures_produces_every_table_and_figure(digit_runs, tmp_path):
                           [f"run_dir={run}", "epochs=5", "num_workers=0"], cls=LinearConfig)
         linear_eval(cfg, progress=False)
     out = tmp_path / "results"
-    cmd = [sys.executable, str(ROOT / "scripts" / "make_figures.py"), str(digit_runs["sincere"]),
-           str(digit_runs["supcon"]), "--out", str(out), "--fig3-class", "7",
-           "--bootstrap", "200"]
-    # The script imports the installed package; PYTHONPATH makes that this checkout's.
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    assert make_figures_main()([str(digit_runs["sincere"]), str(digit_runs["supcon"]), "--out",
+                                str(out), "--fig3-class", "7", "--bootstrap", "200"]) == 0
     for stem in ("table1", "table2"):
         for ext in ("md", "tex", "csv"):
             assert (out / f"{stem}.{ext}").stat().st_size > 100
@@ -293,9 +291,9 @@ def test_make_figures_produces_every_table_and_figure(digit_runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_authors_kl_estimate_of_a_run_and_a_bad_figure3_class(digit_runs, tmp_path):
+def test_authors_kl_estimate_of_a_run_and_a_bad_figure3_class(digit_runs, tmp_path, capsys):
     """On a run's whole test set (encoder features): finite and at most log(|N_t| + 1) (the loss
-    is >= 0). make_figures.py with a class the dataset lacks stops with a one-line error."""
+    is >= 0). make_figures.py with a class the dataset lacks stops (status 2) with argparse's usage and one error line."""
     emb = run_embeddings(digit_runs["sincere"])
     labels = emb["labels"]
     bound = run_authors_kl_estimate(digit_runs["sincere"])
@@ -303,11 +301,9 @@ def test_authors_kl_estimate_of_a_run_and_a_bad_figure3_class(digit_runs, tmp_pa
     assert math.isfinite(bound) and bound <= math.log(n_neg_max + 1)
     assert bound == pytest.approx(authors_kl_estimate(
         unit_vectors(emb, "encoder"), labels, 0.1, chunk_size=None), rel=1e-9)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_figures.py"),
-                           str(digit_runs["sincere"]), str(digit_runs["supcon"]), "--out",
-                           str(tmp_path), "--fig3-class", "truck", "--no-tsne",
-                           "--bootstrap", "20"], capture_output=True, text=True, env=env)
-    assert done.returncode == 2
-    assert "error: Figure 3 class 'truck' is not a class of digits" in done.stderr
+    with pytest.raises(SystemExit) as stopped:          # argparse's error: usage, then the line
+        make_figures_main()([str(digit_runs["sincere"]), str(digit_runs["supcon"]), "--out",
+                             str(tmp_path), "--fig3-class", "truck", "--no-tsne",
+                             "--bootstrap", "20"])
+    assert stopped.value.code == 2
+    assert "error: Figure 3 class 'truck' is not a class of digits" in capsys.readouterr().err
