@@ -293,7 +293,8 @@ def test_make_figures_produces_every_table_and_figure(digit_runs, tmp_path):
 @pytest.mark.slow
 def test_authors_kl_estimate_of_a_run_and_a_bad_figure3_class(digit_runs, tmp_path, capsys):
     """On a run's whole test set (encoder features): finite and at most log(|N_t| + 1) (the loss
-    is >= 0). make_figures.py with a class the dataset lacks stops (status 2) with argparse's usage and one error line."""
+    is >= 0). make_figures.py with a class the dataset lacks stops (status 2) with argparse's
+    usage and one error line."""
     emb = run_embeddings(digit_runs["sincere"])
     labels = emb["labels"]
     bound = run_authors_kl_estimate(digit_runs["sincere"])
