@@ -78,7 +78,9 @@ def check(config_file: Path, args: list[str], linear_file: Path | None = None) -
     """ConfigError now, before any training, if ``config_file`` with these overrides or the
     probe config is bad."""
     load_config(config_file, [*DEFAULT_ARGS, *args])
-    load_config(linear_file or linear_config_for(config_file), cls=LinearConfig)
+    # run_dir is each run's, set by probe(); any directory name stands in for it here
+    load_config(linear_file or linear_config_for(config_file), ["run_dir=runs/precision"],
+                cls=LinearConfig)
 
 
 def compare_precision(config_file: Path, seeds, args: list[str], runs: Path, out: Path,

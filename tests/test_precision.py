@@ -182,6 +182,27 @@ def test_compare_precision_names_a_missing_probe_config(tmp_path):
         cp.linear_config_for(tmp_path / "elsewhere" / "x.yaml")
 
 
+@pytest.mark.parametrize("setting", ["mini", "cpu"])
+def test_compare_precision_command_checks_both_configs_before_training(monkeypatch, capsys,
+                                                                      setting):
+    """The command line checks the pretraining config and its probe config (whose run_dir is
+    each run's, not yet known) before anything trains: a shipped setting goes on to the
+    comparison with the command it will publish; an unknown key stops it with exit 2."""
+    import runpy
+
+    from sincere import precision_compare as cp
+    calls = []
+    monkeypatch.setattr(cp, "compare_precision", lambda *a, **k: calls.append(a))
+    main = runpy.run_path(str(cp.ROOT / "scripts" / "compare_precision.py"))["main"]
+    config = f"configs/{setting}/fashion_mnist.yaml"
+    assert main(["--config", config, "--seeds", "0,1", "--args", "epochs=12"]) == 0
+    assert len(calls) == 1 and tuple(calls[0][1]) == (0, 1) and calls[0][2] == ["epochs=12"]
+    assert calls[0][5].endswith("--seeds 0,1 --args epochs=12")
+    assert main(["--config", config, "--args", "no_such_key=1"]) == 2
+    assert len(calls) == 1
+    assert "no_such_key" in capsys.readouterr().err
+
+
 def test_compare_precision_end_to_end_trains_probes_and_reuses(tmp_path, monkeypatch,
                                                                figures_not_rasterised):
     """A tiny comparison on scikit-learn's digits: both precisions of one seed trained and
