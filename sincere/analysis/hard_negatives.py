@@ -107,7 +107,7 @@ MONITORS = ("monitor.losses=[sincere,infonce,hscl,hucl]", "monitor.betas=[0.0,1.
 # The CPU setting (configs/cpu) at 9 of its 12 epochs, sized (before any run) for the 12 supervised
 # runs to fit 90 minutes on the 2-core machine without bf16. The 18 runs (3 methods x 2 forms x 3
 # seeds) took 82 minutes in all on the 2-core machine with avx512_bf16 (bf16 autocast), 164 on the
-# one without (fp32); 12 epochs measure at about 105 minutes there (docs/CPU_SETTING.md, "The
+# one without (fp32); 12 epochs would take about 105 minutes there (docs/CPU_SETTING.md, "The
 # hard-negative variant").
 CPU_OVERRIDES = ("epochs=9", *MONITORS)
 # Jiang et al.'s Fig. 5: the four losses, in the run's form, on the same training batches. UCL and
