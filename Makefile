@@ -104,6 +104,7 @@ help:
 	@echo "make bench-train   data pipeline and training-step views/s -> results/benchmarks/training.md"
 	@echo "make bench-probe   the linear probe's loop on cached features -> results/benchmarks/probe.md"
 	@echo "make compare-precision   fp32 vs bf16 training, same seeds -> results/precision/"
+	@echo "                   (PRECISION_CONFIG=configs/cpu/fashion_mnist.yaml: the CPU setting)"
 	@echo "make notebooks     execute notebooks/*.ipynb in place (after regenerating results/)"
 	@echo "make gpu-check     on a CUDA GPU (<= 8 min): the CUDA tests, the paper setting's speed"
 	@echo "                   -> results/benchmarks/gpu.md; PYTHON=python3 uses that interpreter"
@@ -190,7 +191,8 @@ notebooks: install
 	$(PY) scripts/run_notebooks.py
 
 compare-precision: install data
-	$(PY) scripts/compare_precision.py $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ARGS),--args $(ARGS))
+	$(PY) scripts/compare_precision.py $(if $(PRECISION_CONFIG),--config $(PRECISION_CONFIG)) \
+		$(if $(SEEDS),--seeds $(SEEDS)) $(if $(ARGS),--args $(ARGS))
 
 # With PYTHON set the install step is skipped and the package is found through PYTHONPATH.
 gpu-check: $(if $(PYTHON),,install)
